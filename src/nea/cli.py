@@ -244,9 +244,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _is_lifespan_failure(exc: BaseException) -> bool:
-    from nea._lifespan import LifespanStartupFailed
-
-    return isinstance(exc, LifespanStartupFailed)
+    # Only a server that ran lifespan can fail it, so the module is loaded by then;
+    # looking it up instead of importing keeps error paths free of server imports.
+    lifespan = sys.modules.get("nea._lifespan")
+    failure_type = getattr(lifespan, "LifespanStartupFailed", None)
+    return isinstance(failure_type, type) and isinstance(exc, failure_type)
 
 
 def _error_line(message: str) -> None:
