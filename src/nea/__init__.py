@@ -6,18 +6,21 @@ are imported on first use so that ``import nea`` does not load asyncio and the s
 
 from typing import TYPE_CHECKING, Any
 
-from nea._errors import AppImportError, ConfigError, NeaError
+from nea._errors import AppImportError, ConfigError, LifespanStartupFailed, NeaError
 from nea._sizes import format_size, parse_size
+from nea._sockets import BindError
 from nea.config import Config
 
 if TYPE_CHECKING:
     from nea._run import run
-    from nea._server import Server
+    from nea.server import Server
 
 __all__ = [
     "AppImportError",
+    "BindError",
     "Config",
     "ConfigError",
+    "LifespanStartupFailed",
     "NeaError",
     "Server",
     "format_size",
@@ -26,7 +29,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_LAZY = {"run": "nea._run", "Server": "nea._server"}
+_LAZY = {"run": "nea._run", "Server": "nea.server"}
 
 
 def __getattr__(name: str) -> Any:

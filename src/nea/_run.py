@@ -15,13 +15,16 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
 from nea._logging import ERROR_LOGGER, configure_logging, logging_is_configured
 from nea._loops import run_on_loop
 from nea._types import ASGIApp
 from nea.config import Config
+
+if TYPE_CHECKING:
+    from nea.server import Server
 
 logger = logging.getLogger(ERROR_LOGGER)
 
@@ -83,7 +86,7 @@ async def serve_until_signalled(
     connections are closed without waiting). ``on_started`` is called once the server
     accepts connections. Exceptions from the server propagate.
     """
-    from nea._server import Server
+    from nea.server import Server
 
     server = Server(config)
     loop = asyncio.get_running_loop()
@@ -108,13 +111,15 @@ async def serve_until_signalled(
 
 
 async def _serve(
-    server: Any, sockets: list[socket.socket] | None, on_started: Callable[[], None] | None
+    server: Server, sockets: list[socket.socket] | None, on_started: Callable[[], None] | None
 ) -> None:
     if on_started is None:
         await server.serve(sockets)
         return
     serving = asyncio.ensure_future(server.serve(sockets))
     started = asyncio.ensure_future(server.wait_started())
+    # If serve() fails, wait_started() fails too; serve()'s exception is the one to raise.
+    started.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
         await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
         if started.done() and not started.cancelled() and started.exception() is None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
-from nea._errors import ConfigError, NeaError
+from nea._errors import ConfigError, LifespanStartupFailed, NeaError
 from nea._sizes import parse_size
 from nea.config import (
     DEFAULT_BACKLOG,
@@ -235,20 +235,12 @@ def _serve(args: argparse.Namespace) -> int:
         configure_logging(config.log_level, access_log=config.access_log)
         run_config(config)
     except NeaError as exc:
-        if _is_lifespan_failure(exc):
+        if isinstance(exc, LifespanStartupFailed):
             # The server already logged why startup failed; the exit code says it to scripts.
             return EXIT_STARTUP_FAILED
         _error_line(str(exc))
         return EXIT_USAGE
     return EXIT_OK
-
-
-def _is_lifespan_failure(exc: BaseException) -> bool:
-    # Only a server that ran lifespan can fail it, so the module is loaded by then;
-    # looking it up instead of importing keeps error paths free of server imports.
-    lifespan = sys.modules.get("nea._lifespan")
-    failure_type = getattr(lifespan, "LifespanStartupFailed", None)
-    return isinstance(failure_type, type) and isinstance(exc, failure_type)
 
 
 def _error_line(message: str) -> None:
