@@ -10,16 +10,20 @@ Must not import the CLI. The server is imported lazily so ``import nea`` stays c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
+import stat
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
 from nea._logging import ERROR_LOGGER, configure_logging, logging_is_configured
 from nea._loops import run_on_loop
+from nea._sockets import bind_socket
 from nea._types import ASGIApp
 from nea.config import Config
 
@@ -70,7 +74,23 @@ def run_config(config: Config) -> None:
 
         Supervisor(config).run()
         return
-    run_on_loop(serve_until_signalled(config), loop=config.loop)
+    # Bind before the app is imported and its lifespan runs, so that "address in use" fails
+    # fast and alone instead of after the application started (and stopped) for nothing.
+    sock = bind_socket(config)
+    try:
+        run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
+    finally:
+        sock.close()
+        remove_unix_socket(config)
+
+
+def remove_unix_socket(config: Config) -> None:
+    """Remove the ``--uds`` socket file nea created (never a file nea did not bind)."""
+    if config.uds is None or config.fd is not None:
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.stat(config.uds).st_mode):
+            os.unlink(config.uds)
 
 
 async def serve_until_signalled(

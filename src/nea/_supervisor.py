@@ -33,6 +33,7 @@ from typing import Any
 
 from nea._errors import NeaError
 from nea._logging import ERROR_LOGGER, configure_logging
+from nea._run import remove_unix_socket
 from nea._sockets import bind_socket, describe_address
 from nea.config import Config
 
@@ -83,6 +84,7 @@ class Supervisor:
                 self._supervise(sock)
             finally:
                 sock.close()
+                remove_unix_socket(self._config)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
