@@ -39,6 +39,8 @@ class NeaProcess:
         )
         self.lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self.seen: list[tuple[str, str]] = []
+        self._matched: set[int] = set()
+        self._eofs = 0
         self._readers = [
             threading.Thread(target=self._read, args=(name, stream), daemon=True)
             for name, stream in (("stderr", self.process.stderr), ("stdout", self.process.stdout))
@@ -53,23 +55,31 @@ class NeaProcess:
         self.lines.put(None)
 
     def wait_for_line(self, pattern: str, timeout: float = WAIT_SECONDS) -> re.Match[str]:
-        """The first not-yet-consumed output line matching ``pattern``; fail after ``timeout``."""
+        """The first output line matching ``pattern`` not returned before; fail after ``timeout``.
+
+        Lines are kept, so waiting for one pattern never loses a line another wait needs.
+        """
         compiled = re.compile(pattern)
+        for index, (_, line) in enumerate(self.seen):
+            match = compiled.search(line)
+            if match and index not in self._matched:
+                self._matched.add(index)
+                return match
         deadline = _deadline(timeout)
-        eofs = 0
         while True:
+            if self._eofs == len(self._readers):
+                pytest.fail(f"nea exited before printing {pattern!r}:\n{self.output()}")
             try:
                 item = self.lines.get(timeout=max(0.0, deadline - _now()))
             except queue.Empty:
                 pytest.fail(f"no line matching {pattern!r} within {timeout}s:\n{self.output()}")
             if item is None:
-                eofs += 1
-                if eofs == len(self._readers):
-                    pytest.fail(f"nea exited before printing {pattern!r}:\n{self.output()}")
+                self._eofs += 1
                 continue
             self.seen.append(item)
             match = compiled.search(item[1])
             if match:
+                self._matched.add(len(self.seen) - 1)
                 return match
 
     def wait_running(self) -> tuple[str, int]:
@@ -103,7 +113,9 @@ class NeaProcess:
                 item = self.lines.get_nowait()
             except queue.Empty:
                 return
-            if item is not None:
+            if item is None:
+                self._eofs += 1
+            else:
                 self.seen.append(item)
 
     def close(self) -> None:
