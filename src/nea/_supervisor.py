@@ -104,7 +104,7 @@ class Supervisor:
             "nea supervisor (pid %d) starting %d workers on %s",
             os.getpid(),
             self._config.workers,
-            describe_address(sock),
+            _url(sock, self._config),
         )
         for _ in range(self._config.workers):
             self._spawn(sock)
@@ -206,6 +206,13 @@ class Supervisor:
                 logger.warning("worker pid %d did not stop in time; killing it", worker.process.pid)
                 worker.process.kill()
         self._deadline = None
+
+
+def _url(sock: socket.socket, config: Config) -> str:
+    where = describe_address(sock)
+    if sock.family == socket.AF_UNIX:
+        return where
+    return f"{'https' if config.is_ssl else 'http'}://{where}"
 
 
 def _worker_main(config: Config, sock: socket.socket, status: Connection) -> None:

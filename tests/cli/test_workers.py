@@ -36,7 +36,7 @@ def test_two_workers_serve_restart_and_stop(start_nea: StartNea) -> None:
     nea = start_nea(
         "nea_test_apps:pid_app", "--app-dir", str(APPS_DIR), "--port", "0", "--workers", "2"
     )
-    match = nea.wait_for_line(r"starting 2 workers on 127\.0\.0\.1:(\d+)")
+    match = nea.wait_for_line(r"starting 2 workers on http://127\.0\.0\.1:(\d+)")
     address = ("127.0.0.1", int(match.group(1)))
     pids = [int(nea.wait_for_line(r"started worker pid (\d+)").group(1)) for _ in range(2)]
     for _ in pids:
