@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from nea._errors import ConfigError
 from nea._logging import ERROR_LOGGER, configure_logging, logging_is_configured
 from nea._loops import run_on_loop
-from nea._sockets import bind_socket
+from nea._sockets import bind_socket, create_ssl_context
 from nea._types import ASGIApp
 from nea.config import Config
 
@@ -64,6 +64,8 @@ def build_config(app: str | ASGIApp, options: dict[str, Any]) -> Config:
 
 def run_config(config: Config) -> None:
     """Serve ``config`` in this process, or under the supervisor when ``workers > 1``."""
+    # Unreadable TLS files are a command-line mistake: report them before anything starts.
+    create_ssl_context(config)
     if config.workers > 1:
         if not isinstance(config.app, str):
             raise ConfigError(

@@ -21,7 +21,7 @@ import pytest
 
 APPS_DIR = Path(__file__).resolve().parent
 WAIT_SECONDS = 30.0
-RUNNING = re.compile(r"nea running on (?:http://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)|\S+)")
+RUNNING = re.compile(r"nea running on (?:https?://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)|\S+)")
 
 
 class NeaProcess:
