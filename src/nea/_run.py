@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
-from nea._logging import ERROR_LOGGER, configure_logging, logging_is_configured
+from nea._logging import ERROR_LOGGER, TRACE, configure_logging, logging_is_configured
 from nea._loops import run_on_loop
 from nea._sockets import bind_socket, create_ssl_context
 from nea._types import ASGIApp
@@ -46,6 +46,7 @@ def run(app: str | ASGIApp, **options: Any) -> None:
     options, ``AppImportError``, ``BindError``, or ``LifespanStartupFailed``.
     """
     config = build_config(app, options)
+    logging.addLevelName(TRACE, "TRACE")  # named even when the application set up logging
     if not logging_is_configured():
         configure_logging(config.log_level, access_log=config.access_log)
     run_config(config)

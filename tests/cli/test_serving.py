@@ -135,3 +135,30 @@ def test_tls(start_nea: StartNea, tmp_path: Path) -> None:
     assert response.endswith(str(nea.process.pid).encode())
     nea.send_signal(signal.SIGTERM)
     assert nea.wait_exit() == 0
+
+
+def test_nea_run_from_python() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import nea; nea.run('nea_test_apps:pid_app', "
+        f"app_dir={str(APPS_DIR)!r}, port=0, timeout_graceful_shutdown=5.0)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # bounded by pytest-timeout if nea never logs
+        while "nea running on" not in line:
+            assert line, "nea.run exited before it started"
+            line = process.stderr.readline()
+        assert line.startswith("INFO:     nea running on http://127.0.0.1:")  # run() set up logs
+        port = int(line.rsplit(":", 1)[1])
+        assert get(("127.0.0.1", port)) == (200, str(process.pid).encode())
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_SECONDS) == 0
+    finally:
+        process.kill()
+        process.communicate(timeout=WAIT_SECONDS)

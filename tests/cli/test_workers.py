@@ -67,3 +67,18 @@ def _all(nea: NeaProcess, pattern: str) -> list[str]:
     import re
 
     return [m.group(1) for _, line in nea.seen if (m := re.search(pattern, line))]
+
+
+def test_worker_reaching_limit_max_requests_is_replaced(start_nea: StartNea) -> None:
+    nea = start_nea(
+        "nea_test_apps:pid_app", "--app-dir", str(APPS_DIR), "--port", "0",
+        "--workers", "2", "--limit-max-requests", "1",
+    )  # fmt: skip
+    match = nea.wait_for_line(r"starting 2 workers on http://127\.0\.0\.1:(\d+)")
+    for _ in range(2):
+        nea.wait_for_line(r"nea running on")
+    pid = served_by(("127.0.0.1", int(match.group(1))))
+    nea.wait_for_line(rf"worker pid {pid} exited \(exit code 0\); starting a new one")
+    nea.wait_for_line(r"nea running on")
+    nea.send_signal(signal.SIGINT)
+    assert nea.wait_exit() == 0
