@@ -45,7 +45,8 @@ class HttptoolsParser(ParserBase):
             self._began = False
             self._head_bytes = 0
             if offset < len(data):
-                self._events.extend(self.feed(data[offset:]))
+                # the recursive call returns every pending event, these included
+                self._events = self.feed(data[offset:])
         except httptools.HttpParserError as exc:
             raise _protocol_error(exc) from None
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
