@@ -196,6 +196,7 @@ class HTTPProtocol(asyncio.Protocol):
                 head.http_version,
                 cycle.response.status,
                 time.perf_counter() - cycle.started_at,
+                cycle.peak(),
             )
         keep_alive = cycle.response.keep_alive and not state.shutting_down
         if not cycle.body_complete and cycle.head.expect_continue and not cycle.continue_sent:
@@ -248,7 +249,13 @@ class HTTPProtocol(asyncio.Protocol):
         if state.access_log_enabled() and self.cycle is not None:
             head = self.cycle.head
             log_access(
-                self.cycle.scope["client"], head.method, head.target, head.http_version, status, 0.0
+                self.cycle.scope["client"],
+                head.method,
+                head.target,
+                head.http_version,
+                status,
+                time.perf_counter() - self.cycle.started_at,
+                self.cycle.peak(),
             )
         self.close()
 
