@@ -19,7 +19,9 @@ from nea._errors import ConfigError, LifespanStartupFailed, NeaError
 from nea._sizes import parse_size
 from nea.config import (
     DEFAULT_BACKLOG,
+    DEFAULT_BUDGET,
     DEFAULT_LIMIT_REQUEST_HEADERS_BYTES,
+    DEFAULT_SLOTS,
     Config,
     parse_header_option,
 )
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nea {__version__}")
     _add_application_options(parser.add_argument_group("application"))
     _add_listen_options(parser.add_argument_group("where to listen"))
+    _add_memory_options(parser.add_argument_group("memory: budgets, slots, queue"))
     _add_limit_options(parser.add_argument_group("timeouts and limits"))
     _add_header_options(parser.add_argument_group("headers and proxies"))
     _add_logging_options(parser.add_argument_group("logging"))
@@ -75,6 +78,33 @@ def _add_application_options(group: argparse._ArgumentGroup) -> None:
     add("--workers", default="1", metavar="N", help="number of worker processes (1)")
     add("--loop", default="auto", metavar="{auto,asyncio,uvloop}", help="event loop (auto)")
     add("--http", default="auto", metavar="{auto,h11,httptools}", help="HTTP parser (auto)")
+
+
+def _add_memory_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add(
+        "--budget", default=DEFAULT_BUDGET, metavar="SIZE", help="memory budget per request (32MiB)"
+    )
+    add("--slots", default=str(DEFAULT_SLOTS), metavar="N", help="requests run at once (64)")
+    add("--queue", default=None, metavar="N", help="requests that may wait for a slot (2 × slots)")
+    add(
+        "--queue-timeout",
+        default="10",
+        metavar="S",
+        help="longest wait for a slot, then 503 (10)",
+    )
+    add(
+        "--meter",
+        default="native",
+        metavar="{native,tracemalloc,off}",
+        help="how budgets are metered; off = slots only (native)",
+    )
+    add(
+        "--memory-limit",
+        default="off",
+        metavar="SIZE|auto|off",
+        help="hard cap on the process's memory; auto = the memory plan plus headroom (off)",
+    )
 
 
 def _add_listen_options(group: argparse._ArgumentGroup) -> None:
@@ -199,6 +229,12 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
         access_log=args.access_log,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
+        budget=args.budget,
+        slots=_convert("--slots", args.slots, _whole),
+        queue=_optional("--queue", args.queue, _whole),
+        queue_timeout=_convert("--queue-timeout", args.queue_timeout, _seconds),
+        meter=args.meter,
+        memory_limit=args.memory_limit,
     )
 
 

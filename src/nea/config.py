@@ -132,6 +132,11 @@ class Config:
             limit = None
         elif limit is not None and limit != "auto":
             limit = _size("memory_limit", limit, low=1, extra="'auto', 'off' or ")
+        if limit == "auto" and self.meter == "off":
+            raise ConfigError(
+                "--memory-limit auto: the memory plan needs budgets, but --meter is off; "
+                "give a size (e.g. --memory-limit 2GiB) or turn the meter on"
+            )
         object.__setattr__(self, "memory_limit", limit)
 
     @property

@@ -69,6 +69,7 @@ class Response:
     """
 
     __slots__ = (
+        "_app_said_close",
         "_chunked",
         "_expected_length",
         "_head",
@@ -90,6 +91,7 @@ class Response:
         self._sent_length = 0
         self._chunked = False
         self._no_body = False
+        self._app_said_close = False
 
     def start(
         self, status: int, headers: Iterable[tuple[bytes, bytes]], prefix: bytes, date: bytes
@@ -112,6 +114,7 @@ class Response:
                 self._chunked = True
             elif lowered == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
+                self._app_said_close = True  # its own header line says it: no second one
             append(b"".join((name, b": ", value, b"\r\n")))
         self._no_body = self.is_head_request or status in _BODYLESS_STATUSES or status < 200
         if self._chunked and self._expected_length is not None:
@@ -136,7 +139,7 @@ class Response:
             else:
                 self._chunked = True
                 head.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
+        if not self.keep_alive and not self._app_said_close:
             head.append(b"connection: close\r\n")
         elif self.http10:
             head.append(b"connection: keep-alive\r\n")
