@@ -82,3 +82,17 @@ def test_worker_reaching_limit_max_requests_is_replaced(start_nea: StartNea) -> 
     nea.wait_for_line(r"nea running on")
     nea.send_signal(signal.SIGINT)
     assert nea.wait_exit() == 0
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_nea: StartNea) -> None:
+    nea = start_nea(
+        "nea_test_apps:pid_app", "--app-dir", str(APPS_DIR), "--port", "0", "--workers", "2"
+    )
+    for _ in range(2):
+        nea.wait_for_line(r"nea running on")
+    nea.process.kill()  # SIGKILL: the supervisor cannot tell its workers anything
+    for _ in range(2):
+        nea.wait_for_line(r"the supervisor process is gone: shutting down gracefully")
+    # The workers share the test's output pipes: both readers reaching EOF means every
+    # process that could still write (the workers) has exited.
+    assert nea.wait_exit() == -signal.SIGKILL
