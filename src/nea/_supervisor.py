@@ -73,6 +73,8 @@ class Supervisor:
         self._signals_received = 0
         self._failure: BaseException | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
+        # Never block in the signal handler: a full buffer already means "wake up".
+        self._wake_writer.setblocking(False)
 
     def run(self) -> None:
         previous = {
