@@ -195,7 +195,7 @@ class Supervisor:
         """First call: SIGTERM every worker (graceful). Later calls: SIGTERM again (force)."""
         if not self._stopping:
             self._stopping = True
-            logger.info("stopping %d workers gracefully", len(self._workers))
+            logger.info("stopping %d worker(s) gracefully", len(self._workers))
             drain = self._config.timeout_graceful_shutdown
             # None: in-flight requests may take as long as they need (uvicorn's default).
             if drain is not None:

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .helpers import APPS_DIR, NeaProcess, get
+from .helpers import APPS_DIR, NeaProcess, get, run_nea
 
 StartNea = Callable[..., NeaProcess]
 
@@ -57,7 +57,7 @@ def test_two_workers_serve_restart_and_stop(start_nea: StartNea) -> None:
         assert served_by(address) == replacement
 
     nea.send_signal(signal.SIGTERM)
-    nea.wait_for_line(r"stopping 2 workers gracefully")
+    nea.wait_for_line(r"stopping 2 worker\(s\) gracefully")
     assert nea.wait_exit() == 0
     stopped = {int(m) for m in _all(nea, r"worker pid (\d+) stopped \(exit code 0\)")}
     assert stopped == {second, replacement}
@@ -96,3 +96,14 @@ def test_workers_stop_when_the_supervisor_is_killed(start_nea: StartNea) -> None
     # The workers share the test's output pipes: both readers reaching EOF means every
     # process that could still write (the workers) has exited.
     assert nea.wait_exit() == -signal.SIGKILL
+
+
+def test_app_that_cannot_be_imported_stops_the_supervisor() -> None:
+    result = run_nea("no_such_module_for_nea:app", "--port", "0", "--workers", "2")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "nea: error: APP: could not import module 'no_such_module_for_nea' "
+        "(looked in the current directory and --app-dir); check the name or pass --app-dir"
+    )
+    assert "Traceback" not in result.stderr
+    assert "restarting" not in result.stderr
