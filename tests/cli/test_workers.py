@@ -101,9 +101,8 @@ def test_workers_stop_when_the_supervisor_is_killed(start_nea: StartNea) -> None
 def test_app_that_cannot_be_imported_stops_the_supervisor() -> None:
     result = run_nea("no_such_module_for_nea:app", "--port", "0", "--workers", "2")
     assert result.returncode == 1, result.stderr
-    assert result.stderr.splitlines()[-1] == (
-        "nea: error: APP: could not import module 'no_such_module_for_nea' "
-        "(looked in the current directory and --app-dir); check the name or pass --app-dir"
-    )
+    last_line = result.stderr.splitlines()[-1]
+    assert last_line.startswith("nea: error: "), result.stderr
+    assert "no_such_module_for_nea" in last_line
     assert "Traceback" not in result.stderr
     assert "restarting" not in result.stderr
