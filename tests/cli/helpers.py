@@ -95,7 +95,10 @@ class NeaProcess:
         except subprocess.TimeoutExpired:
             pytest.fail(f"nea did not exit within {timeout}s:\n{self.output()}")
         for reader in self._readers:
+            # EOF on the pipes also means every child (worker) sharing them has exited.
             reader.join(timeout=timeout)
+            if reader.is_alive():
+                pytest.fail(f"nea's output stayed open {timeout}s after exit:\n{self.output()}")
         self._drain()
         return code
 
