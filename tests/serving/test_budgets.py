@@ -15,7 +15,9 @@ import httpx
 import pytest
 from tests.conftest import run_server
 
+from nea import ConfigError, current_budget
 from nea._types import Receive, Scope, Send
+from nea.middleware import MemoryBudgetMiddleware
 
 from .apps import hog_app, starlette_app
 
@@ -148,3 +150,42 @@ async def test_memory_plan_is_logged_at_startup(caplog: pytest.LogCaptureFixture
         r"memory plan: 64 slots × 32\.0 MiB = 2\.0 GiB \+ baseline \d+\.\d MiB", lines[0]
     ), lines[0]
     assert plan is not None and plan.budgets == 64 * 32 * 1024 * 1024
+
+
+async def test_native_meter_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nea.meter import _select
+
+    monkeypatch.setattr(_select, "native_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"--meter native: the C extension nea\._meter is not"):
+        async with run_server(hog_app, meter="native"):
+            pass
+
+
+async def test_middleware_under_nea_nests_inside_the_servers_budget(
+    native: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    outer: list[Any] = []
+
+    async def spy(scope: Scope, receive: Receive, send: Send) -> None:
+        outer.append(current_budget())
+        await wrapped(scope, receive, send)
+
+    wrapped = MemoryBudgetMiddleware(hog_app, budget="4MiB")
+    with caplog.at_level(logging.WARNING, logger="nea.error"):
+        async with (
+            run_server(spy, budget="64MiB") as srv,
+            httpx.AsyncClient(base_url=srv.url) as client,
+        ):
+            ok = await client.get("/alloc/2")
+            hog = await client.get("/alloc/16")
+            stats = srv.server.statistics()
+    assert ok.status_code == 200
+    assert hog.status_code == 500 and hog.content == OOM
+    # The middleware's 4 MiB budget tripped, inside the server's: the server's budget saw
+    # the same allocations (one meter, both charged) and did not trip itself.
+    assert outer[0].limit == 64 * 1024 * 1024 and outer[0].peak >= 2 * 1024 * 1024
+    assert not outer[1].tripped
+    assert (stats.tripped, wrapped.statistics().tripped) == (0, 1)
+    assert (
+        len([r for r in caplog.records if "exceeded its budget of 4.0 MiB" in r.getMessage()]) == 1
+    )
