@@ -105,7 +105,8 @@ class Server:
             else:
                 listen = [sock.dup() for sock in sockets]
                 owned = listen
-            state = ServerState(config, app, lifespan.state, self._count_request)
+            on_request = self._count_request if config.limit_max_requests is not None else None
+            state = ServerState(config, app, lifespan.state, on_request)
             servers = [
                 await loop.create_server(
                     lambda: HTTPProtocol(state, loop),
@@ -143,8 +144,8 @@ class Server:
 
     def _count_request(self) -> None:
         self.total_requests += 1
-        limit = self.config.limit_max_requests
-        if limit is not None and self.total_requests >= limit and not self._stop_requested:
+        limit = self.config.limit_max_requests or 0
+        if self.total_requests >= limit and not self._stop_requested:
             logger.warning("Maximum request limit of %d reached: shutting down.", limit)
             self.shutdown()
 
@@ -157,6 +158,7 @@ class Server:
             server.close()
         for conn in list(state.connections):
             conn.shutdown()
+        state.check_idle()
         if not state.idle.is_set():
             await self._drain(state)
         for server in servers:

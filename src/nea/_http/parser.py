@@ -156,15 +156,15 @@ def make_head(
         )
     keep_alive = b"close" not in connection_tokens if http11 else b"keep-alive" in connection_tokens
     return RequestHead(
-        method=method,
-        target=target,
-        http_version=http_version,
-        headers=headers,
-        keep_alive=keep_alive,
-        expect_continue=expect_continue and content_length != 0,
-        upgrade=upgrade and b"upgrade" in connection_tokens,
-        content_length=content_length,
-        chunked=chunked,
+        method,
+        target,
+        http_version,
+        headers,
+        keep_alive,
+        expect_continue and content_length != 0,
+        upgrade and b"upgrade" in connection_tokens,
+        content_length,
+        chunked,
     )
 
 

@@ -80,7 +80,7 @@ class Response:
         "status",
     )
 
-    def __init__(self, *, is_head_request: bool, http10: bool, keep_alive: bool) -> None:
+    def __init__(self, is_head_request: bool, http10: bool, keep_alive: bool) -> None:
         self.is_head_request = is_head_request
         self.http10 = http10
         self.keep_alive = keep_alive

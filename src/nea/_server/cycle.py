@@ -48,11 +48,7 @@ class RequestCycle:
         self.conn = conn
         self.head = head
         self.scope = scope
-        self.response = Response(
-            is_head_request=head.method == "HEAD",
-            http10=head.http_version == "1.0",
-            keep_alive=head.keep_alive,
-        )
+        self.response = Response(head.method == "HEAD", head.http_version == "1.0", head.keep_alive)
         self.started_at = time.perf_counter()
         self._body: list[bytes] = []
         self._body_size = 0
@@ -80,7 +76,8 @@ class RequestCycle:
 
     def end_body(self) -> None:
         self.body_complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def mark_disconnected(self) -> None:
         self.disconnected = True
@@ -179,7 +176,8 @@ class RequestCycle:
             conn.write(data)
         if not more_body:
             self.response_complete = True
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
             conn.response_complete(self)
         elif conn.write_paused:
             await conn.drain()
@@ -194,7 +192,7 @@ class RequestCycle:
                 message["status"],
                 message.get("headers", ()),
                 conn.state.header_prefix,
-                conn.state.date_line(),
+                conn.state.date.line() if conn.state.date_header else b"",
             )
         except ResponseError as exc:
             self._fail(str(exc))

@@ -38,7 +38,7 @@ class ServerState:
         config: Config,
         app: ASGIApp,
         lifespan_state: dict[str, Any] | None,
-        on_request: Callable[[], None],
+        on_request: Callable[[], None] | None,
     ) -> None:
         self.config = config
         self.app = app
@@ -49,6 +49,8 @@ class ServerState:
         self.header_prefix = default_header_block(config.server_header, config.headers)
         self.date = DateHeader()
         self.date_header = config.date_header
+        # Decided once per serve(): the CLI configures logging before the server starts.
+        self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
         self.root_path = config.root_path
         self.scheme = "https" if config.is_ssl else "http"
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
@@ -57,34 +59,27 @@ class ServerState:
         self.connections: set[HTTPProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
-        # Set whenever the last connection and the last app task are gone.
+        # Set, once shutting down, when the last connection and the last app task are gone.
         self.idle = asyncio.Event()
-        self.idle.set()
 
     def date_line(self) -> bytes:
         return self.date.line() if self.date_header else b""
 
-    def access_log_enabled(self) -> bool:
-        return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
-
-    def add_connection(self, protocol: HTTPProtocol) -> None:
-        self.connections.add(protocol)
-        self.idle.clear()
-
     def discard_connection(self, protocol: HTTPProtocol) -> None:
         self.connections.discard(protocol)
-        self._check_idle()
+        if self.shutting_down:
+            self.check_idle()
 
     def add_task(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
-        self.idle.clear()
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        self._check_idle()
+        if self.shutting_down:
+            self.check_idle()
 
-    def _check_idle(self) -> None:
+    def check_idle(self) -> None:
         if not self.connections and not self.tasks:
             self.idle.set()
 
