@@ -92,6 +92,7 @@ class Server:
         config = self.config
         lifespan: Lifespan | None = None
         lifespan_started = False
+        state: ServerState | None = None
         owned: list[socket.socket] = []
         try:
             app = import_app(config)
@@ -107,6 +108,7 @@ class Server:
                 owned = listen
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request)
+            state.tick_clock()
             servers = [
                 await loop.create_server(
                     lambda: HTTPProtocol(state, loop),
@@ -117,6 +119,8 @@ class Server:
                 for sock in listen
             ]
         except BaseException as exc:
+            if state is not None:
+                state.stop_clock()
             self._start_error = exc
             self._start_settled.set()
             for sock in owned:
@@ -153,6 +157,7 @@ class Server:
         self, servers: list[asyncio.Server], state: ServerState, lifespan: Lifespan
     ) -> None:
         logger.info("Shutting down")
+        state.stop_clock()
         state.shutting_down = True
         for server in servers:
             server.close()

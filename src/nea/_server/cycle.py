@@ -191,8 +191,7 @@ class RequestCycle:
             response.start(
                 message["status"],
                 message.get("headers", ()),
-                conn.state.header_prefix,
-                conn.state.date.line() if conn.state.date_header else b"",
+                conn.state.default_headers,
             )
         except ResponseError as exc:
             self._fail(str(exc))

@@ -249,7 +249,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self._closed:
             return
         state = self.state
-        self.write(error_response(status, reason, state.header_prefix, state.date_line()))
+        self.write(error_response(status, reason, state.default_headers))
         if state.access_log and self.cycle is not None:
             head = self.cycle.head
             log_access(
