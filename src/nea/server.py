@@ -102,6 +102,7 @@ class Server:
         config = self.config
         lifespan: Lifespan | None = None
         lifespan_started = False
+        state: ServerState | None = None
         owned: list[socket.socket] = []
         previous_meter = None
         try:
@@ -118,9 +119,9 @@ class Server:
             else:
                 listen = [sock.dup() for sock in sockets]
                 owned = listen
-            state = ServerState(
-                config, app, lifespan.state, self._count_request, admission=self._admission
-            )
+            on_request = self._count_request if config.limit_max_requests is not None else None
+            state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
+            state.tick_clock()
             servers = [
                 await loop.create_server(
                     lambda: HTTPProtocol(state, loop),
@@ -131,6 +132,8 @@ class Server:
                 for sock in listen
             ]
         except BaseException as exc:
+            if state is not None:
+                state.stop_clock()
             self._start_error = exc
             self._start_settled.set()
             for sock in owned:
@@ -162,8 +165,8 @@ class Server:
 
     def _count_request(self) -> None:
         self.total_requests += 1
-        limit = self.config.limit_max_requests
-        if limit is not None and self.total_requests >= limit and not self._stop_requested:
+        limit = self.config.limit_max_requests or 0
+        if self.total_requests >= limit and not self._stop_requested:
             logger.warning("Maximum request limit of %d reached: shutting down.", limit)
             self.shutdown()
 
@@ -171,11 +174,13 @@ class Server:
         self, servers: list[asyncio.Server], state: ServerState, lifespan: Lifespan
     ) -> None:
         logger.info("Shutting down")
+        state.stop_clock()
         state.shutting_down = True
         for server in servers:
             server.close()
         for conn in list(state.connections):
             conn.shutdown()
+        state.check_idle()
         if not state.idle.is_set():
             await self._drain(state)
         for server in servers:

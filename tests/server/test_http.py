@@ -96,7 +96,9 @@ async def test_expect_100_continue_sent_when_app_reads(backend: str) -> None:
 
 
 async def test_expect_100_continue_not_sent_when_app_does_not_read(backend: str) -> None:
-    async with run_server(hello, http=backend) as srv, srv.connect() as conn:
+    # A long keep-alive timeout: only the unread body may close this connection.
+    options: dict[str, Any] = {"timeout_keep_alive": 60}
+    async with run_server(hello, http=backend, **options) as srv, srv.connect() as conn:
         await conn.send(
             b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
         )

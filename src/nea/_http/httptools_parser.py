@@ -53,7 +53,9 @@ class HttptoolsParser(ParserBase):
             raise ProtocolError(
                 431, f"request head larger than the {self.limits.max_header_bytes}-byte limit"
             )
-        return self._take_events()
+        events = self._events
+        self._events = []
+        return events
 
     # httptools callbacks ------------------------------------------------------------------
 
@@ -73,7 +75,8 @@ class HttptoolsParser(ParserBase):
         parser = self._parser
         self._in_head = False
         self._began = False
-        self._emit_head(
+        self._body_bytes = 0
+        self._events.append(
             make_head(
                 parser.get_method().decode("ascii"),
                 self._url,
@@ -84,7 +87,10 @@ class HttptoolsParser(ParserBase):
         )
 
     def on_body(self, body: bytes) -> None:
-        self._emit_body(body)
+        if self.limits.max_body_bytes is None:
+            self._events.append(body)
+        else:
+            self._emit_body(body)
 
     def on_message_complete(self) -> None:
         self._events.append(END_OF_MESSAGE)

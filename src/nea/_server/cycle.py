@@ -50,11 +50,7 @@ class RequestCycle:
         self.conn = conn
         self.head = head
         self.scope = scope
-        self.response = Response(
-            is_head_request=head.method == "HEAD",
-            http10=head.http_version == "1.0",
-            keep_alive=head.keep_alive,
-        )
+        self.response = Response(head.method == "HEAD", head.http_version == "1.0", head.keep_alive)
         self.started_at = time.perf_counter()
         self._body: list[bytes] = []
         self._body_size = 0
@@ -83,7 +79,8 @@ class RequestCycle:
 
     def end_body(self) -> None:
         self.body_complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def mark_disconnected(self) -> None:
         self.disconnected = True
@@ -198,7 +195,8 @@ class RequestCycle:
             conn.write(data)
         if not more_body:
             self.response_complete = True
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
             conn.response_complete(self)
         elif conn.write_paused:
             await conn.drain()
@@ -212,8 +210,7 @@ class RequestCycle:
             response.start(
                 message["status"],
                 message.get("headers", ()),
-                conn.state.header_prefix,
-                conn.state.date_line(),
+                conn.state.default_headers,
             )
         except ResponseError as exc:
             self._fail(str(exc))
