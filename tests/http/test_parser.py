@@ -123,7 +123,8 @@ def test_head_split_across_feeds_is_pending_until_complete(backend: str) -> None
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 requires host
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
             400,
         ),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),

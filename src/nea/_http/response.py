@@ -147,19 +147,23 @@ class Response:
 
     def _first_body(self, data: bytes, more_body: bool) -> bytes:
         head = self._head
-        if not more_body and self._expected_length is None and not self._no_body:
-            if not self._chunked:
-                # Fast path: the whole body in one message, no framing header from the app.
-                self._expected_length = len(data)
-                head.append(b"content-length: %d\r\n" % len(data))
-                if not self.keep_alive:
-                    head.append(b"connection: close\r\n")
-                elif self.http10:
-                    head.append(b"connection: keep-alive\r\n")
-                head.append(b"\r\n")
-                head.append(data)
-                self._sent_length = len(data)
-                return b"".join(head)
+        if (
+            not more_body
+            and self._expected_length is None
+            and not self._no_body
+            and not self._chunked
+        ):
+            # Fast path: the whole body in one message, no framing header from the app.
+            self._expected_length = len(data)
+            head.append(b"content-length: %d\r\n" % len(data))
+            if not self.keep_alive:
+                head.append(b"connection: close\r\n")
+            elif self.http10:
+                head.append(b"connection: keep-alive\r\n")
+            head.append(b"\r\n")
+            head.append(data)
+            self._sent_length = len(data)
+            return b"".join(head)
         if not self._no_body and self._expected_length is None and not self._chunked:
             if not more_body:
                 # The whole body is known: a content-length keeps HTTP/1.0 connections alive.

@@ -74,6 +74,11 @@ class RequestCycle:
         self._body_size += len(data)
         self._wake()
 
+    def discard_body(self) -> None:
+        """Drop buffered body bytes the app will never read (its response is complete)."""
+        self._body = []
+        self._body_size = 0
+
     def end_body(self) -> None:
         self.body_complete = True
         if self._waiter is not None:

@@ -49,7 +49,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.parser = state.make_parser(state.limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
         self.cycle: RequestCycle | None = None  # the cycle whose response is being written
         self.receiving: RequestCycle | None = None  # the cycle the parser feeds body to
         self.pipeline: collections.deque[RequestCycle] = collections.deque()
@@ -66,7 +66,9 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        sockname = transport.get_extra_info("sockname")
+        # ASGI: a Unix socket server is [path, None]
+        self.server = (sockname, None) if isinstance(sockname, str) else _address(sockname)
         self.state.connections.add(self)
         if self.state.shutting_down:
             self.close()
@@ -210,6 +212,10 @@ class HTTPProtocol(asyncio.Protocol):
             self.close()
             return
         self.cycle = None
+        if self.receiving is cycle:
+            cycle.discard_body()  # unread body: the rest is discarded as it arrives
+            if self._read_paused:
+                self._update_reading()
         if self.pipeline:
             self._start(self.pipeline.popleft())
             self._update_reading()
