@@ -153,7 +153,8 @@ class Response:
             and not self._no_body
             and not self._chunked
         ):
-            # Fast path: the whole body in one message, no framing header from the app.
+            # The whole body in one message and no length from the app: declare it, which
+            # also keeps HTTP/1.0 keep-alive connections usable.
             self._expected_length = len(data)
             head.append(b"content-length: %d\r\n" % len(data))
             if not self.keep_alive:
@@ -165,11 +166,8 @@ class Response:
             self._sent_length = len(data)
             return b"".join(head)
         if not self._no_body and self._expected_length is None and not self._chunked:
-            if not more_body:
-                # The whole body is known: a content-length keeps HTTP/1.0 connections alive.
-                self._expected_length = len(data)
-                head.append(b"content-length: %d\r\n" % len(data))
-            elif self.http10:
+            # A streamed body without a declared length (more_body is True here).
+            if self.http10:
                 self.keep_alive = False  # close-delimited body
             else:
                 self._chunked = True
