@@ -126,17 +126,34 @@ def make_head(
         raise ProtocolError(505, f"expected HTTP/1.1 or HTTP/1.0, got HTTP/{http_version}")
     if len(headers) > MAX_HEADER_LINES:
         raise ProtocolError(431, f"more than {MAX_HEADER_LINES} header lines")
+    # Request line plus "name: value\r\n" per header: what the client actually sent.
+    head_bytes = len(method) + len(target) + 12 + 4 * len(headers)
+    special: list[tuple[int, bytes]] = []
+    for name, value in headers:
+        head_bytes += len(name) + len(value)
+        kind = _SPECIAL_HEADERS.get(name)
+        if kind is not None:
+            special.append((kind, value))
+    if head_bytes > limits.max_header_bytes:
+        raise ProtocolError(
+            431, f"request head larger than the {limits.max_header_bytes}-byte limit"
+        )
+    return _derive_head(method, target, http_version, headers, special, limits)
+
+
+def _derive_head(
+    method: str,
+    target: bytes,
+    http_version: str,
+    headers: list[tuple[bytes, bytes]],
+    special: list[tuple[int, bytes]],
+    limits: ParserLimits,
+) -> RequestHead:
     http11 = http_version == "1.1"
     content_length: int | None = None
     chunked = upgrade = expect_continue = has_host = False
     connection_tokens: list[bytes] = []
-    # Request line plus "name: value\r\n" per header: what the client actually sent.
-    head_bytes = len(method) + len(target) + 12
-    for name, value in headers:
-        head_bytes += len(name) + len(value)
-        kind = _SPECIAL_HEADERS.get(name)
-        if kind is None:
-            continue
+    for kind, value in special:
         if kind == _HOST:
             has_host = True
         elif kind == _CONTENT_LENGTH:
@@ -155,10 +172,6 @@ def make_head(
             expect_continue = http11 and value.strip().lower() == b"100-continue"
         else:
             upgrade = True
-    if head_bytes + 4 * len(headers) > limits.max_header_bytes:
-        raise ProtocolError(
-            431, f"request head larger than the {limits.max_header_bytes}-byte limit"
-        )
     if chunked and content_length is not None:
         raise ProtocolError(400, "both content-length and transfer-encoding given")
     if http11 and not has_host:
