@@ -18,7 +18,7 @@ from nea._http.errors import ProtocolError
 MAX_HEADER_LINES: Final = 100
 SUPPORTED_VERSIONS: Final = ("1.1", "1.0")
 
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE, _FORWARDED = range(7)
 # Headers make_head acts on; every other header is passed through untouched.
 _SPECIAL_HEADERS: Final = {
     b"host": _HOST,
@@ -27,6 +27,8 @@ _SPECIAL_HEADERS: Final = {
     b"connection": _CONNECTION,
     b"expect": _EXPECT,
     b"upgrade": _UPGRADE,
+    b"x-forwarded-for": _FORWARDED,
+    b"x-forwarded-proto": _FORWARDED,
 }
 
 
@@ -67,6 +69,7 @@ class RequestHead:
     upgrade: bool
     content_length: int | None
     chunked: bool
+    forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
 
 
 # The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat.
@@ -151,7 +154,7 @@ def _derive_head(
 ) -> RequestHead:
     http11 = http_version == "1.1"
     content_length: int | None = None
-    chunked = upgrade = expect_continue = has_host = False
+    chunked = upgrade = expect_continue = has_host = forwarded = False
     connection_tokens: list[bytes] = []
     for kind, value in special:
         if kind == _HOST:
@@ -170,8 +173,10 @@ def _derive_head(
             connection_tokens.extend(t.strip().lower() for t in value.split(b","))
         elif kind == _EXPECT:
             expect_continue = http11 and value.strip().lower() == b"100-continue"
-        else:
+        elif kind == _UPGRADE:
             upgrade = True
+        else:
+            forwarded = True
     if chunked and content_length is not None:
         raise ProtocolError(400, "both content-length and transfer-encoding given")
     if http11 and not has_host:
@@ -192,6 +197,7 @@ def _derive_head(
         upgrade and b"upgrade" in connection_tokens,
         content_length,
         chunked,
+        forwarded,
     )
 
 

@@ -112,7 +112,7 @@ class Response:
             kind = _FRAMING_HEADERS.get(name.lower())
             if kind is not None:
                 self._framing_header(kind, value)
-        head = [status_line(status), default_headers]
+        head = [_STATUS_LINES.get(status) or status_line(status), default_headers]
         count = len(headers)
         if count:
             try:
@@ -142,10 +142,11 @@ class Response:
     def body(self, data: bytes, more_body: bool, *, first: bool) -> bytes:
         """Bytes to write for one ``http.response.body`` message (head included if ``first``)."""
         if first:
-            return self._first_body(data, more_body)
-        return self._frame(data, more_body)
+            return self.first_body(data, more_body)
+        return self.frame(data, more_body)
 
-    def _first_body(self, data: bytes, more_body: bool) -> bytes:
+    def first_body(self, data: bytes, more_body: bool) -> bytes:
+        """Bytes for the first ``http.response.body`` message: the head and the body."""
         head = self._head
         if (
             not more_body
@@ -177,10 +178,11 @@ class Response:
         elif self.http10:
             head.append(b"connection: keep-alive\r\n")
         head.append(b"\r\n")
-        head.append(self._frame(data, more_body))
+        head.append(self.frame(data, more_body))
         return b"".join(head)
 
-    def _frame(self, data: bytes, more_body: bool) -> bytes:
+    def frame(self, data: bytes, more_body: bool) -> bytes:
+        """Bytes for a later ``http.response.body`` message."""
         if self._no_body:
             return b""
         if self._chunked:

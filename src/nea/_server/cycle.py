@@ -170,15 +170,16 @@ class RequestCycle:
             self._fail(f"expected 'http.response.body', got {message_type!r}")
         more_body = message.get("more_body", False)
         try:
-            data = self.response.body(
-                message.get("body", b""), more_body, first=not self._head_written
-            )
+            if self._head_written:
+                data = self.response.frame(message.get("body", b""), more_body)
+            else:
+                data = self.response.first_body(message.get("body", b""), more_body)
+                self._head_written = True
         except ResponseError as exc:
             self._fail(str(exc))
-        self._head_written = True
         conn = self.conn
-        if data:
-            conn.write(data)
+        if data and not conn.closed:
+            conn.transport.write(data)
         if not more_body:
             self.response_complete = True
             if self._waiter is not None:

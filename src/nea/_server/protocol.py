@@ -56,7 +56,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
-        self._closed = False
+        self.closed = False
         self._failed = False  # a ProtocolError was answered or is queued behind the pipeline
         self._pending_error: ProtocolError | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -76,7 +76,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._arm_timer(self.state.timeout_request_headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self.closed = True
         self._cancel_timer()
         for cycle in (self.cycle, self.receiving, *self.pipeline):
             if cycle is not None:
@@ -137,7 +137,7 @@ class HTTPProtocol(asyncio.Protocol):
         if head.upgrade:
             _warn_upgrade_once()
         client, scheme = self.client, state.scheme
-        if state.proxies is not None:
+        if head.forwarded and state.proxies is not None:
             client, scheme = apply_proxy_headers(head, client, scheme, state.proxies)
         scope = build_scope(
             head, scheme, client, self.server, state.root_path, state.lifespan_state
@@ -154,7 +154,9 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.state
         if state.on_request is not None:
             state.on_request()
-        state.add_task(self.loop.create_task(cycle.run()))
+        task = self.loop.create_task(cycle.run())
+        state.tasks.add(task)
+        task.add_done_callback(state.task_done)
 
     def body_consumed(self, cycle: RequestCycle) -> None:
         if self._read_paused:
@@ -165,7 +167,7 @@ class HTTPProtocol(asyncio.Protocol):
         want_pause = bool(self.pipeline) or (
             receiving is not None and receiving.buffered_body_bytes > BODY_HIGH_WATER_BYTES
         )
-        if want_pause != self._read_paused and not self._closed:
+        if want_pause != self._read_paused and not self.closed:
             self._read_paused = want_pause
             if want_pause:
                 self.transport.pause_reading()
@@ -175,11 +177,11 @@ class HTTPProtocol(asyncio.Protocol):
     # response side ------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self._closed:
+        if not self.closed:
             self.transport.write(data)
 
     async def drain(self) -> None:
-        if self._closed or not self.write_paused:
+        if self.closed or not self.write_paused:
             return
         waiter = self._drain_waiter
         if waiter is None or waiter.done():
@@ -243,7 +245,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.close()
         else:
             self._pending_error = exc
-            if not self._read_paused and not self._closed:
+            if not self._read_paused and not self.closed:
                 self._read_paused = True
                 self.transport.pause_reading()
 
@@ -252,7 +254,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def send_error(self, status: int, reason: str) -> None:
         """Write a complete error response and close the connection."""
-        if self._closed:
+        if self.closed:
             return
         state = self.state
         self.write(error_response(status, reason, state.default_headers))
@@ -266,15 +268,15 @@ class HTTPProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close after the buffered writes are flushed."""
         self._cancel_timer()
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         """Close now, dropping unsent data (app failure mid-response, forced shutdown)."""
         self._cancel_timer()
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self.transport.abort()
 
     def shutdown(self) -> None:
