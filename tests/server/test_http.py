@@ -311,3 +311,19 @@ async def test_unix_socket(backend: str, tmp_path: Any) -> None:
         server.shutdown()
         await serving
     assert seen[0]["server"] == (path, None) and seen[0]["client"] is None
+
+
+async def test_bad_request_behind_a_good_one_is_answered_in_order(backend: str) -> None:
+    async with run_server(hello, http=backend) as srv, srv.connect() as conn:
+        await conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        first = await conn.read_response()
+        second = await conn.read_response()
+        assert (first.status, first.body) == (200, b"/ok")
+        assert second.status == 400 and second.header("connection") == "close"
+        assert await conn.read_until_close() == b""
+
+
+async def test_request_connection_close_is_honoured(backend: str) -> None:
+    async with run_server(hello, http=backend) as srv:
+        raw = await srv.exchange(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"connection: close\r\n" in raw and raw.endswith(b"/c")

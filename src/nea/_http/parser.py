@@ -72,8 +72,9 @@ class RequestHead:
     forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
 
 
-# The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat.
-Event = RequestHead | bytes | EndOfMessage
+# The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat;
+# a ProtocolError ends the stream (events before it are still delivered, in order).
+Event = RequestHead | bytes | EndOfMessage | ProtocolError
 
 
 class ParserBase:
@@ -86,19 +87,27 @@ class ParserBase:
         self._events: list[Event] = []
         self._body_bytes = 0
 
-    def feed(self, data: bytes) -> list[Event]:  # pragma: no cover - overridden
-        """Parse ``data``; return the events it completes. Raises ``ProtocolError``."""
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes.
+
+        Bad input ends the list with a ``ProtocolError`` (after the events of the requests
+        that preceded it); the connection must not be fed again after that.
+        """
+        try:
+            self._feed(data)
+        except ProtocolError as exc:
+            self._events.append(exc)
+        events = self._events
+        self._events = []
+        return events
+
+    def _feed(self, data: bytes) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     @property
     def head_pending(self) -> bool:  # pragma: no cover - overridden
         """True when part of a request head has arrived but not all of it."""
         raise NotImplementedError
-
-    def _take_events(self) -> list[Event]:
-        events = self._events
-        self._events = []
-        return events
 
     def _emit_head(self, head: RequestHead) -> None:
         self._body_bytes = 0

@@ -103,12 +103,7 @@ class HTTPProtocol(asyncio.Protocol):
         if timer is not None and self.cycle is None:
             timer.cancel()
             self._timer = None
-        try:
-            events = self.parser.feed(data)
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        for event in events:
+        for event in self.parser.feed(data):
             if type(event) is bytes:
                 if self.receiving is not None:
                     self.receiving.feed_body(event)
@@ -116,8 +111,11 @@ class HTTPProtocol(asyncio.Protocol):
                 if self.receiving is not None:
                     self.receiving.end_body()
                     self.receiving = None
+            elif type(event) is RequestHead:
+                self._on_head(event)
             else:
-                self._on_head(event)  # type: ignore[arg-type]
+                self._protocol_error(event)  # type: ignore[arg-type]
+                return
         if self.cycle is None and self._timer is None and self.parser.head_pending:
             self._arm_timer(self.state.timeout_request_headers)
         receiving = self.receiving
