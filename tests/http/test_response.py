@@ -72,8 +72,8 @@ def test_head_keeps_headers_and_drops_body() -> None:
 
 def test_app_connection_close_and_header_injection() -> None:
     r = response()
-    r.head_and_body(200, [(b"connection", b"close")], PREFIX, b"", False)
-    assert not r.keep_alive
+    out = r.head_and_body(200, [(b"connection", b"close")], PREFIX, b"", False)
+    assert not r.keep_alive and out.lower().count(b"connection: close") == 1
     with pytest.raises(ResponseError, match="line break"):
         response().head_and_body(200, [(b"x", b"a\r\nb: c")], PREFIX, b"", False)
     with pytest.raises(ResponseError, match="must be \\(bytes, bytes\\) pairs"):

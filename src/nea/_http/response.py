@@ -75,6 +75,7 @@ class Response:
     """
 
     __slots__ = (
+        "_app_said_close",
         "_chunked",
         "_expected_length",
         "_no_body",
@@ -94,6 +95,7 @@ class Response:
         self._sent_length = 0
         self._chunked = False
         self._no_body = False
+        self._app_said_close = False
 
     def head_and_body(
         self,
@@ -150,7 +152,7 @@ class Response:
             else:
                 self._chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
+        if not self.keep_alive and not self._app_said_close:
             parts.append(b"connection: close\r\n")
         elif self.http10:
             parts.append(b"connection: keep-alive\r\n")
@@ -163,6 +165,7 @@ class Response:
             self._chunked = True
         elif value.lower() == b"close":
             self.keep_alive = False
+            self._app_said_close = True  # the app's own header line says it: no second one
 
     def frame(self, data: bytes, more_body: bool) -> bytes:
         """Bytes for a later ``http.response.body`` message."""
