@@ -195,10 +195,10 @@ class RequestCycle:
             await conn.drain()
 
     def _start(self, message: Message) -> None:
-        try:
-            self._status = message["status"]
-        except (KeyError, TypeError) as exc:
-            self._fail(f"malformed 'http.response.start' message {message!r}: {exc}")
+        status = message.get("status")
+        if type(status) is not int or not 100 <= status <= 999:
+            self._fail(f"expected an int 'status' in 'http.response.start', got {status!r}")
+        self._status = status
         self._headers = message.get("headers", ())
         self.response_started = True
 

@@ -57,7 +57,8 @@ class HTTPProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
         self.closed = False
-        self._failed = False  # a ProtocolError was answered or is queued behind the pipeline
+        # Stop parsing: a ProtocolError was answered or queued, or the connection is closing.
+        self._failed = False
         self._pending_error: ProtocolError | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -266,6 +267,7 @@ class HTTPProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close after the buffered writes are flushed."""
         self._cancel_timer()
+        self._failed = True  # parse nothing more from this connection
         if not self.closed:
             self.closed = True
             self.transport.close()
@@ -273,6 +275,7 @@ class HTTPProtocol(asyncio.Protocol):
     def abort(self) -> None:
         """Close now, dropping unsent data (app failure mid-response, forced shutdown)."""
         self._cancel_timer()
+        self._failed = True
         if not self.closed:
             self.closed = True
             self.transport.abort()
