@@ -61,6 +61,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._failed = False
         self._pending_error: ProtocolError | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._head_timer = False  # whether _timer limits the time to receive a request head
 
     # asyncio callbacks --------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.state.shutting_down:
             self.close()
             return
-        self._arm_timer(self.state.timeout_request_headers)
+        self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -101,7 +102,9 @@ class HTTPProtocol(asyncio.Protocol):
         if self._failed:
             return
         timer = self._timer
-        if timer is not None and self.cycle is None:
+        if timer is not None and not self._head_timer:
+            # Bytes on an idle keep-alive connection: the idle timer gives way to the head
+            # timer below. A running head timer is never restarted (slow-loris protection).
             timer.cancel()
             self._timer = None
         for event in self.parser.feed(data):
@@ -118,7 +121,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self._protocol_error(event)  # type: ignore[arg-type]
                 return
         if self.cycle is None and self._timer is None and self.parser.head_pending:
-            self._arm_timer(self.state.timeout_request_headers)
+            self._arm_head_timer()
         receiving = self.receiving
         if (
             self.pipeline
@@ -223,8 +226,9 @@ class HTTPProtocol(asyncio.Protocol):
         elif self._pending_error is not None:
             self._answer_error(self._pending_error)
         elif self.parser.head_pending:
-            self._arm_timer(state.timeout_request_headers)
+            self._arm_head_timer()
         else:
+            self._head_timer = False
             self._timer = self.loop.call_later(state.timeout_keep_alive, self._on_timeout)
 
     # errors and closing -------------------------------------------------------------------
@@ -287,9 +291,10 @@ class HTTPProtocol(asyncio.Protocol):
 
     # timers -------------------------------------------------------------------------------
 
-    def _arm_timer(self, seconds: float) -> None:
+    def _arm_head_timer(self) -> None:
         self._cancel_timer()
-        self._timer = self.loop.call_later(seconds, self._on_timeout)
+        self._head_timer = True
+        self._timer = self.loop.call_later(self.state.timeout_request_headers, self._on_timeout)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
