@@ -94,6 +94,7 @@ class Server:
         lifespan_started = False
         state: ServerState | None = None
         owned: list[socket.socket] = []
+        servers: list[asyncio.Server] = []
         try:
             app = import_app(config)
             lifespan = Lifespan(app, config.lifespan)
@@ -109,16 +110,18 @@ class Server:
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request)
             state.tick_clock()
-            servers = [
-                await loop.create_server(
-                    lambda: HTTPProtocol(state, loop),
-                    sock=sock,
-                    ssl=ssl_context,
-                    backlog=config.backlog,
+            for sock in listen:
+                servers.append(
+                    await loop.create_server(
+                        lambda: HTTPProtocol(state, loop),
+                        sock=sock,
+                        ssl=ssl_context,
+                        backlog=config.backlog,
+                    )
                 )
-                for sock in listen
-            ]
         except BaseException as exc:
+            for server in servers:
+                server.close()
             if state is not None:
                 state.stop_clock()
             self._start_error = exc
