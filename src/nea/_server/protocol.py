@@ -60,8 +60,11 @@ class HTTPProtocol(asyncio.Protocol):
         # Stop parsing: a ProtocolError was answered or queued, or the connection is closing.
         self._failed = False
         self._pending_error: ProtocolError | None = None
+        # Timeouts are lazy: _deadline (loop time, 0.0 = none) moves with every request, the
+        # one TimerHandle only wakes up to compare, so a busy connection schedules no timers.
         self._timer: asyncio.TimerHandle | None = None
-        self._head_timer = False  # whether _timer limits the time to receive a request head
+        self._deadline = 0.0
+        self._head_deadline = False  # whether _deadline limits the time to receive a head
 
     # asyncio callbacks --------------------------------------------------------------------
 
@@ -75,7 +78,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.state.shutting_down:
             self.close()
             return
-        self._arm_head_timer()
+        self._set_deadline(self.state.timeout_request_headers, head=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -101,12 +104,10 @@ class HTTPProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._failed:
             return
-        timer = self._timer
-        if timer is not None and not self._head_timer:
-            # Bytes on an idle keep-alive connection: the idle timer gives way to the head
-            # timer below. A running head timer is never restarted (slow-loris protection).
-            timer.cancel()
-            self._timer = None
+        if self._deadline and not self._head_deadline:
+            # Bytes on an idle keep-alive connection: the idle deadline gives way to the head
+            # deadline below. A head deadline is never extended (slow-loris protection).
+            self._deadline = 0.0
         for event in self.parser.feed(data):
             if type(event) is bytes:
                 if self.receiving is not None:
@@ -120,8 +121,8 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 self._protocol_error(event)  # type: ignore[arg-type]
                 return
-        if self.cycle is None and self._timer is None and self.parser.head_pending:
-            self._arm_head_timer()
+        if self.cycle is None and not self._deadline and self.parser.head_pending:
+            self._set_deadline(self.state.timeout_request_headers, head=True)
         receiving = self.receiving
         if (
             self.pipeline
@@ -133,8 +134,7 @@ class HTTPProtocol(asyncio.Protocol):
     # request routing ----------------------------------------------------------------------
 
     def _on_head(self, head: RequestHead) -> None:
-        if self._timer is not None:
-            self._cancel_timer()
+        self._deadline = 0.0
         state = self.state
         if head.upgrade:
             _warn_upgrade_once()
@@ -226,10 +226,9 @@ class HTTPProtocol(asyncio.Protocol):
         elif self._pending_error is not None:
             self._answer_error(self._pending_error)
         elif self.parser.head_pending:
-            self._arm_head_timer()
+            self._set_deadline(state.timeout_request_headers, head=True)
         else:
-            self._head_timer = False
-            self._timer = self.loop.call_later(state.timeout_keep_alive, self._on_timeout)
+            self._set_deadline(state.timeout_keep_alive, head=False)
 
     # errors and closing -------------------------------------------------------------------
 
@@ -291,20 +290,31 @@ class HTTPProtocol(asyncio.Protocol):
 
     # timers -------------------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_timer()
-        self._head_timer = True
-        self._timer = self.loop.call_later(self.state.timeout_request_headers, self._on_timeout)
+    def _set_deadline(self, seconds: float, *, head: bool) -> None:
+        deadline = self._deadline = self.loop.time() + seconds
+        self._head_deadline = head
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it wakes up first and re-arms for the rest
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timeout)
 
     def _cancel_timer(self) -> None:
+        self._deadline = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _on_timeout(self) -> None:
         self._timer = None
-        if self.cycle is not None:
+        deadline = self._deadline
+        if not deadline or self.cycle is not None:
             return
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timeout)
+            return
+        self._deadline = 0.0
         if self.parser.head_pending:
             self._failed = True
             self.send_error(408, "Request Timeout")
