@@ -201,6 +201,26 @@ class RequestCycle:
         self._status = status
         self._headers = message.get("headers", ())
         self.response_started = True
+        # The head normally leaves with the first body message, in the same write. If the
+        # app awaits something else first (a stream waiting for its first item), the head
+        # goes out on its own on the next loop iteration instead of waiting with it.
+        self.conn.state.flush_head_soon(self)
+
+    def flush_head(self) -> None:
+        """Write the head now if no body message has carried it yet."""
+        if self._head_written or self.disconnected or self.conn.closed:
+            return
+        self._head_written = True
+        try:
+            data = self._first_body(b"", True)
+        except ResponseError as exc:
+            logger.error(
+                "ASGI protocol error in %s %r: %s", self.head.method, self.head.target, exc
+            )
+            self.disconnected = True
+            self.conn.abort()
+            return
+        self.conn.transport.write(data)
 
     def _first_body(self, body: bytes, more_body: bool) -> bytes:
         state = self.conn.state
