@@ -83,6 +83,7 @@ def test_app_connection_close_and_header_injection() -> None:
 def test_default_headers_and_date() -> None:
     assert default_header_block(True, [("x-a", "1")]) == b"server: nea\r\nx-a: 1\r\n"
     assert default_header_block(False, []) == b""
+    assert default_header_block(True, [("Server", "edge")]) == b"Server: edge\r\n"
     line = DateHeader().line()
     assert re.fullmatch(rb"date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", line)
 

@@ -61,8 +61,13 @@ class DateHeader:
 
 
 def default_header_block(server_header: bool, extra: Iterable[tuple[str, str]]) -> bytes:
-    """The constant header lines every response starts with (``server`` and ``--header``)."""
-    lines = [b"server: nea\r\n"] if server_header else []
+    """The constant header lines every response starts with (``server`` and ``--header``).
+
+    A ``--header server:...`` replaces nea's own ``server`` line.
+    """
+    extra = list(extra)
+    overridden = any(name.lower() == "server" for name, _ in extra)
+    lines = [b"server: nea\r\n"] if server_header and not overridden else []
     lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in extra)
     return b"".join(lines)
 
