@@ -30,7 +30,6 @@ class RequestCycle:
     __slots__ = (
         "_body",
         "_body_size",
-        "_head_written",
         "_headers",
         "_last_body_sent",
         "_status",
@@ -40,6 +39,7 @@ class RequestCycle:
         "continue_sent",
         "disconnected",
         "head",
+        "head_written",
         "response",
         "response_complete",
         "response_started",
@@ -59,7 +59,7 @@ class RequestCycle:
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
-        self._head_written = False
+        self.head_written = False
         self._status = 0
         self._headers: Iterable[tuple[bytes, bytes]] = ()
         self._last_body_sent = False
@@ -176,10 +176,10 @@ class RequestCycle:
         more_body = message.get("more_body", False)
         body = message.get("body", b"")
         try:
-            if self._head_written:
+            if self.head_written:
                 data = self.response.frame(body, more_body)
             else:
-                self._head_written = True
+                self.head_written = True
                 data = self._first_body(body, more_body)
         except ResponseError as exc:
             self._fail(str(exc))
@@ -208,9 +208,9 @@ class RequestCycle:
 
     def flush_head(self) -> None:
         """Write the head now if no body message has carried it yet."""
-        if self._head_written or self.disconnected or self.conn.closed:
+        if self.head_written or self.disconnected or self.conn.closed:
             return
-        self._head_written = True
+        self.head_written = True
         try:
             data = self._first_body(b"", True)
         except ResponseError as exc:

@@ -87,7 +87,8 @@ class ServerState:
         pending = self._pending_heads
         self._pending_heads = []
         for cycle in pending:
-            cycle.flush_head()
+            if not cycle.head_written:  # usually the first body message carried it already
+                cycle.flush_head()
 
     def stop_clock(self) -> None:
         if self._clock is not None:
