@@ -65,6 +65,13 @@ def test_bodyless_statuses_send_no_body(status: int) -> None:
     assert out.endswith(b"\r\n\r\n") and b"content-length" not in out
 
 
+def test_head_announces_the_length_of_a_body_it_does_not_send() -> None:
+    out = response("HEAD").head_and_body(200, [], PREFIX, b"hello", False)
+    assert out.endswith(b"content-length: 5\r\n\r\n")
+    empty = response("HEAD").head_and_body(200, [], PREFIX, b"", False)
+    assert b"content-length" not in empty
+
+
 def test_head_keeps_headers_and_drops_body() -> None:
     out = response("HEAD").head_and_body(200, [(b"content-length", b"5")], PREFIX, b"hello", False)
     assert out.endswith(b"content-length: 5\r\n\r\n")

@@ -157,6 +157,9 @@ class Response:
             else:
                 self._chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.is_head_request and size and not more_body and self._expected_length is None:
+            # The app sent a HEAD request its GET body: announce that body's length.
+            parts.append(b"content-length: %d\r\n" % size)
         if not self.keep_alive and not self._app_said_close:
             parts.append(b"connection: close\r\n")
         elif self.http10:
