@@ -79,7 +79,9 @@ class Lifespan:
             if not self._startup_done.is_set():
                 if self._failure is None and self.mode == "on" and not self._unsupported:
                     self._failure = "the app returned before sending 'lifespan.startup.complete'"
-                self._unsupported = self._unsupported or self._failure is None
+                if self._failure is None and not self._unsupported:
+                    self._unsupported = True
+                    logger.info("ASGI 'lifespan' protocol appears unsupported (the app returned).")
             self._startup_done.set()
             self._shutdown_done.set()
 

@@ -105,6 +105,7 @@ class Server:
         state: ServerState | None = None
         owned: list[socket.socket] = []
         previous_meter = None
+        servers: list[asyncio.Server] = []
         try:
             previous_meter = select_meter(config)
             app = import_app(config)
@@ -122,16 +123,18 @@ class Server:
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
             state.tick_clock()
-            servers = [
-                await loop.create_server(
-                    lambda: HTTPProtocol(state, loop),
-                    sock=sock,
-                    ssl=ssl_context,
-                    backlog=config.backlog,
+            for sock in listen:
+                servers.append(
+                    await loop.create_server(
+                        lambda: HTTPProtocol(state, loop),
+                        sock=sock,
+                        ssl=ssl_context,
+                        backlog=config.backlog,
+                    )
                 )
-                for sock in listen
-            ]
         except BaseException as exc:
+            for server in servers:
+                server.close()
             if state is not None:
                 state.stop_clock()
             self._start_error = exc

@@ -121,6 +121,7 @@ def test_head_split_across_feeds_is_pending_until_complete(backend: str) -> None
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 requires host
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"

@@ -65,6 +65,13 @@ def test_bodyless_statuses_send_no_body(status: int) -> None:
     assert out.endswith(b"\r\n\r\n") and b"content-length" not in out
 
 
+def test_head_announces_the_length_of_a_body_it_does_not_send() -> None:
+    out = response("HEAD").head_and_body(200, [], PREFIX, b"hello", False)
+    assert out.endswith(b"content-length: 5\r\n\r\n")
+    empty = response("HEAD").head_and_body(200, [], PREFIX, b"", False)
+    assert b"content-length" not in empty
+
+
 def test_head_keeps_headers_and_drops_body() -> None:
     out = response("HEAD").head_and_body(200, [(b"content-length", b"5")], PREFIX, b"hello", False)
     assert out.endswith(b"content-length: 5\r\n\r\n")
@@ -72,8 +79,8 @@ def test_head_keeps_headers_and_drops_body() -> None:
 
 def test_app_connection_close_and_header_injection() -> None:
     r = response()
-    r.head_and_body(200, [(b"connection", b"close")], PREFIX, b"", False)
-    assert not r.keep_alive
+    out = r.head_and_body(200, [(b"connection", b"close")], PREFIX, b"", False)
+    assert not r.keep_alive and out.lower().count(b"connection: close") == 1
     with pytest.raises(ResponseError, match="line break"):
         response().head_and_body(200, [(b"x", b"a\r\nb: c")], PREFIX, b"", False)
     with pytest.raises(ResponseError, match="must be \\(bytes, bytes\\) pairs"):
@@ -83,6 +90,7 @@ def test_app_connection_close_and_header_injection() -> None:
 def test_default_headers_and_date() -> None:
     assert default_header_block(True, [("x-a", "1")]) == b"server: nea\r\nx-a: 1\r\n"
     assert default_header_block(False, []) == b""
+    assert default_header_block(True, [("Server", "edge")]) == b"Server: edge\r\n"
     line = DateHeader().line()
     assert re.fullmatch(rb"date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", line)
 

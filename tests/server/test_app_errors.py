@@ -86,3 +86,12 @@ async def test_content_length_mismatch_closes(
         raw = await srv.exchange(GET + GET)
     assert raw.count(b"HTTP/1.1") <= 1  # the second request is never answered
     assert any("content-length" in m for m in errors(caplog))
+
+
+async def test_status_must_be_an_int(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": "200", "headers": []})
+
+    async with run_server(app, http=backend) as srv:
+        assert await srv.exchange(GET) == b""
+    assert any("expected an int 'status'" in m for m in errors(caplog))

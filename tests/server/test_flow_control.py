@@ -123,3 +123,19 @@ async def test_pipelined_request_pauses_reading_until_its_turn(backend: str) -> 
     release.set()
     await both.wait()
     assert served == ["/1", "/2"] and not transport.reading_paused
+
+
+async def test_head_timer_is_not_restarted_by_trickling_bytes(backend: str) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    protocol, _transport = connect(app, backend)
+    deadline = protocol._deadline
+    assert deadline > 0  # set when the connection opened
+    protocol.data_received(b"GET / HTTP/1.1\r\n")
+    protocol.data_received(b"Host: x\r\n")
+    assert protocol._deadline == deadline  # slow-loris: more bytes do not buy more time
+    protocol.data_received(b"\r\n")
+    assert protocol._deadline == 0.0  # the head is complete
+    protocol.connection_lost(None)

@@ -329,3 +329,20 @@ async def test_request_connection_close_is_honoured(backend: str) -> None:
     async with run_server(hello, http=backend) as srv:
         raw = await srv.exchange(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b"connection: close\r\n" in raw and raw.endswith(b"/c")
+
+
+async def test_head_is_sent_before_a_slow_first_body(backend: str) -> None:
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await release.wait()  # e.g. a stream waiting for its first event
+        await send({"type": "http.response.body", "body": b"late", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with run_server(app, http=backend) as srv, srv.connect() as conn:
+        await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers = await conn.read_head()
+        assert status == 200 and ("transfer-encoding", "chunked") in headers
+        release.set()
+        assert await conn._read_chunked() == b"late"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import h11
 
 from nea._http.errors import ProtocolError
-from nea._http.parser import END_OF_MESSAGE, ParserBase, ParserLimits, make_head
+from nea._http.parser import END_OF_MESSAGE, ParserBase, ParserLimits, RequestHead, make_head
 
 
 class H11Parser(ParserBase):
@@ -32,12 +32,11 @@ class H11Parser(ParserBase):
         try:
             while True:
                 event = conn.next_event()
-                kind = type(event)
-                if kind is h11.Data:
-                    self._emit_body(bytes(event.data))  # type: ignore[union-attr]
-                elif kind is h11.Request:
-                    self._emit_head(self._head(event))  # type: ignore[arg-type]
-                elif kind is h11.EndOfMessage:
+                if isinstance(event, h11.Data):
+                    self._emit_body(bytes(event.data))
+                elif isinstance(event, h11.Request):
+                    self._emit_head(self._head(event))
+                elif isinstance(event, h11.EndOfMessage):
                     self._events.append(END_OF_MESSAGE)
                     trailing, _closed = conn.trailing_data
                     conn = self._conn = self._new_connection()
@@ -53,7 +52,7 @@ class H11Parser(ParserBase):
         conn = self._conn
         return conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
 
-    def _head(self, request: h11.Request) -> object:
+    def _head(self, request: h11.Request) -> RequestHead:
         return make_head(
             request.method.decode("ascii"),
             request.target,

@@ -167,6 +167,8 @@ def _derive_head(
     connection_tokens: list[bytes] = []
     for kind, value in special:
         if kind == _HOST:
+            if has_host:  # RFC 9112 §3.2: more than one host is a 400
+                raise ProtocolError(400, "more than one host header")
             has_host = True
         elif kind == _CONTENT_LENGTH:
             if content_length is not None:

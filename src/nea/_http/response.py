@@ -61,8 +61,13 @@ class DateHeader:
 
 
 def default_header_block(server_header: bool, extra: Iterable[tuple[str, str]]) -> bytes:
-    """The constant header lines every response starts with (``server`` and ``--header``)."""
-    lines = [b"server: nea\r\n"] if server_header else []
+    """The constant header lines every response starts with (``server`` and ``--header``).
+
+    A ``--header server:...`` replaces nea's own ``server`` line.
+    """
+    extra = list(extra)
+    overridden = any(name.lower() == "server" for name, _ in extra)
+    lines = [b"server: nea\r\n"] if server_header and not overridden else []
     lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in extra)
     return b"".join(lines)
 
@@ -152,6 +157,9 @@ class Response:
             else:
                 self._chunked = True
                 parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.is_head_request and size and not more_body and self._expected_length is None:
+            # The app sent a HEAD request its GET body: announce that body's length.
+            parts.append(b"content-length: %d\r\n" % size)
         if not self.keep_alive and not self._app_said_close:
             parts.append(b"connection: close\r\n")
         elif self.http10:

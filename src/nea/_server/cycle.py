@@ -31,7 +31,6 @@ class RequestCycle:
     __slots__ = (
         "_body",
         "_body_size",
-        "_head_written",
         "_headers",
         "_last_body_sent",
         "_status",
@@ -42,6 +41,7 @@ class RequestCycle:
         "continue_sent",
         "disconnected",
         "head",
+        "head_written",
         "response",
         "response_complete",
         "response_started",
@@ -61,7 +61,7 @@ class RequestCycle:
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
-        self._head_written = False
+        self.head_written = False
         self._status = 0
         self._headers: Iterable[tuple[bytes, bytes]] = ()
         self._last_body_sent = False
@@ -206,10 +206,10 @@ class RequestCycle:
         more_body = message.get("more_body", False)
         body = message.get("body", b"")
         try:
-            if self._head_written:
+            if self.head_written:
                 data = self.response.frame(body, more_body)
             else:
-                self._head_written = True
+                self.head_written = True
                 data = self._first_body(body, more_body)
         except ResponseError as exc:
             self._fail(str(exc))
@@ -225,12 +225,32 @@ class RequestCycle:
             await conn.drain()
 
     def _start(self, message: Message) -> None:
-        try:
-            self._status = message["status"]
-        except (KeyError, TypeError) as exc:
-            self._fail(f"malformed 'http.response.start' message {message!r}: {exc}")
+        status = message.get("status")
+        if type(status) is not int or not 100 <= status <= 999:
+            self._fail(f"expected an int 'status' in 'http.response.start', got {status!r}")
+        self._status = status
         self._headers = message.get("headers", ())
         self.response_started = True
+        # The head normally leaves with the first body message, in the same write. If the
+        # app awaits something else first (a stream waiting for its first item), the head
+        # goes out on its own on the next loop iteration instead of waiting with it.
+        self.conn.state.flush_head_soon(self)
+
+    def flush_head(self) -> None:
+        """Write the head now if no body message has carried it yet."""
+        if self.head_written or self.disconnected or self.conn.closed:
+            return
+        self.head_written = True
+        try:
+            data = self._first_body(b"", True)
+        except ResponseError as exc:
+            logger.error(
+                "ASGI protocol error in %s %r: %s", self.head.method, self.head.target, exc
+            )
+            self.disconnected = True
+            self.conn.abort()
+            return
+        self.conn.transport.write(data)
 
     def _first_body(self, body: bytes, more_body: bool) -> bytes:
         state = self.conn.state

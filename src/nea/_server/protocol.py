@@ -57,9 +57,14 @@ class HTTPProtocol(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
         self.closed = False
-        self._failed = False  # a ProtocolError was answered or is queued behind the pipeline
+        # Stop parsing: a ProtocolError was answered or queued, or the connection is closing.
+        self._failed = False
         self._pending_error: ProtocolError | None = None
+        # Timeouts are lazy: _deadline (loop time, 0.0 = none) moves with every request, the
+        # one TimerHandle only wakes up to compare, so a busy connection schedules no timers.
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._head_deadline = False  # whether _deadline limits the time to receive a head
 
     # asyncio callbacks --------------------------------------------------------------------
 
@@ -73,7 +78,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.state.shutting_down:
             self.close()
             return
-        self._arm_timer(self.state.timeout_request_headers)
+        self._set_deadline(self.state.timeout_request_headers, head=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -99,10 +104,10 @@ class HTTPProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._failed:
             return
-        timer = self._timer
-        if timer is not None and self.cycle is None:
-            timer.cancel()
-            self._timer = None
+        if self._deadline and not self._head_deadline:
+            # Bytes on an idle keep-alive connection: the idle deadline gives way to the head
+            # deadline below. A head deadline is never extended (slow-loris protection).
+            self._deadline = 0.0
         for event in self.parser.feed(data):
             if type(event) is bytes:
                 if self.receiving is not None:
@@ -116,8 +121,8 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 self._protocol_error(event)  # type: ignore[arg-type]
                 return
-        if self.cycle is None and self._timer is None and self.parser.head_pending:
-            self._arm_timer(self.state.timeout_request_headers)
+        if self.cycle is None and not self._deadline and self.parser.head_pending:
+            self._set_deadline(self.state.timeout_request_headers, head=True)
         receiving = self.receiving
         if (
             self.pipeline
@@ -129,8 +134,7 @@ class HTTPProtocol(asyncio.Protocol):
     # request routing ----------------------------------------------------------------------
 
     def _on_head(self, head: RequestHead) -> None:
-        if self._timer is not None:
-            self._cancel_timer()
+        self._deadline = 0.0
         state = self.state
         if head.upgrade:
             _warn_upgrade_once()
@@ -223,9 +227,9 @@ class HTTPProtocol(asyncio.Protocol):
         elif self._pending_error is not None:
             self._answer_error(self._pending_error)
         elif self.parser.head_pending:
-            self._arm_timer(state.timeout_request_headers)
+            self._set_deadline(state.timeout_request_headers, head=True)
         else:
-            self._timer = self.loop.call_later(state.timeout_keep_alive, self._on_timeout)
+            self._set_deadline(state.timeout_keep_alive, head=False)
 
     # errors and closing -------------------------------------------------------------------
 
@@ -273,6 +277,7 @@ class HTTPProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close after the buffered writes are flushed."""
         self._cancel_timer()
+        self._failed = True  # parse nothing more from this connection
         if not self.closed:
             self.closed = True
             self.transport.close()
@@ -280,6 +285,7 @@ class HTTPProtocol(asyncio.Protocol):
     def abort(self) -> None:
         """Close now, dropping unsent data (app failure mid-response, forced shutdown)."""
         self._cancel_timer()
+        self._failed = True
         if not self.closed:
             self.closed = True
             self.transport.abort()
@@ -291,19 +297,31 @@ class HTTPProtocol(asyncio.Protocol):
 
     # timers -------------------------------------------------------------------------------
 
-    def _arm_timer(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(seconds, self._on_timeout)
+    def _set_deadline(self, seconds: float, *, head: bool) -> None:
+        deadline = self._deadline = self.loop.time() + seconds
+        self._head_deadline = head
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it wakes up first and re-arms for the rest
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._on_timeout)
 
     def _cancel_timer(self) -> None:
+        self._deadline = 0.0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _on_timeout(self) -> None:
         self._timer = None
-        if self.cycle is not None:
+        deadline = self._deadline
+        if not deadline or self.cycle is not None:
             return
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._on_timeout)
+            return
+        self._deadline = 0.0
         if self.parser.head_pending:
             self._failed = True
             self.send_error(408, "Request Timeout")

@@ -24,6 +24,7 @@ from nea._types import ASGIApp
 from nea.config import Config
 
 if TYPE_CHECKING:
+    from nea._server.cycle import RequestCycle
     from nea._server.protocol import HTTPProtocol
 
 logger = logging.getLogger("nea.error")
@@ -59,6 +60,10 @@ class ServerState:
         # server + date + --header lines, refreshed once per second by tick_clock().
         self.default_headers = self.header_prefix
         self._clock: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        # Cycles whose head may still be unwritten at the end of this loop iteration; one
+        # call_soon serves every response started in the same iteration.
+        self._pending_heads: list[RequestCycle] = []
         # Decided once per serve(): the CLI configures logging before the server starts.
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
         self.root_path = config.root_path
@@ -77,9 +82,20 @@ class ServerState:
         if self.date is None:
             return
         self.default_headers = self.header_prefix + self.date.line()
-        loop = asyncio.get_running_loop()
         now = time.time()
-        self._clock = loop.call_later(1.0 - (now - int(now)) + 0.001, self.tick_clock)
+        self._clock = self._loop.call_later(1.0 - (now - int(now)) + 0.001, self.tick_clock)
+
+    def flush_head_soon(self, cycle: RequestCycle) -> None:
+        if not self._pending_heads:
+            self._loop.call_soon(self._flush_heads)
+        self._pending_heads.append(cycle)
+
+    def _flush_heads(self) -> None:
+        pending = self._pending_heads
+        self._pending_heads = []
+        for cycle in pending:
+            if not cycle.head_written:  # usually the first body message carried it already
+                cycle.flush_head()
 
     def stop_clock(self) -> None:
         if self._clock is not None:
