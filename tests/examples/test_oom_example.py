@@ -1,0 +1,91 @@
+"""examples/oom.py: Nea's README transcript, without budgets (ASGI) and under nea's budget."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+import httpx
+import pytest
+import pytest_asyncio
+from conftest import load_example, nea_server
+
+OUT_OF_MEMORY = "Internal Server Error: Out of Memory"
+
+
+@pytest.fixture(scope="module")
+def oom() -> ModuleType:
+    return load_example("oom")
+
+
+@pytest_asyncio.fixture
+async def client(oom: ModuleType) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=oom.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        yield client
+
+
+@pytest.mark.asyncio
+async def test_allocates_the_kb_in_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.get("/10")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html"
+    assert response.text == "successfully allocated 10kb of memory"
+
+
+@pytest.mark.asyncio
+async def test_without_a_budget_a_megabyte_is_fine(client: httpx.AsyncClient) -> None:
+    response = await client.get("/1000")
+    assert response.status_code == 200
+    assert response.text == "successfully allocated 1000kb of memory"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["/", "/abc", "/-5", "/1.5", "/10/", "/١٠", "/10kb"])
+async def test_a_path_that_is_not_a_number_is_not_found(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("digits", [20, 5000])
+async def test_a_number_too_large_for_any_size_is_a_bad_request(
+    client: httpx.AsyncClient, digits: int
+) -> None:
+    response = await client.get("/" + "9" * digits)
+    assert response.status_code == 400
+
+
+def test_the_budget_is_nea_s_region_and_a_kb_is_decimal(oom: ModuleType) -> None:
+    import nea
+
+    assert nea.parse_size(oom.BUDGET) == 512 * 1024
+    assert oom.KB_BYTES == 1000
+    assert oom.PORT == 8080
+
+
+@pytest.mark.needs_integration
+@pytest.mark.asyncio
+async def test_transcript_under_nea_budget(oom: ModuleType) -> None:
+    async with (
+        nea_server(oom.app, budget=oom.BUDGET) as base_url,
+        httpx.AsyncClient(base_url=base_url) as client,
+    ):
+        small = await client.get("/10")
+        assert small.status_code == 200
+        assert small.headers["content-type"] == "text/html"
+        assert small.text == "successfully allocated 10kb of memory"
+
+        big = await client.get("/1000")
+        assert big.status_code == 500
+        assert big.headers["content-type"] == "text/plain; charset=utf-8"
+        assert big.text == OUT_OF_MEMORY
+
+        # The trip closed that connection; the server carries on with the next one.
+        again = await client.get("/10")
+        assert again.status_code == 200
+        not_a_number = await client.get("/abc")
+        assert not_a_number.status_code == 404
