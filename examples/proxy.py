@@ -71,4 +71,5 @@ def create_app(upstream: str, transport: httpx.AsyncBaseTransport | None = None)
     return Starlette(routes=[Route("/{path:path}", forward)], lifespan=lifespan)
 
 
-app = create_app(os.environ.get(UPSTREAM_ENV, DEFAULT_UPSTREAM))
+UPSTREAM = os.environ.get(UPSTREAM_ENV, DEFAULT_UPSTREAM)
+app = create_app(UPSTREAM)

@@ -60,19 +60,18 @@ async def nea_server(app: Any, **options: Any) -> AsyncIterator[str]:
     """
     import nea
 
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    config = nea.Config(app=app, fd=sock.fileno(), lifespan="on", **options)
-    server = nea.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stopping = server.shutdown()
-        if inspect.isawaitable(stopping):
-            await stopping
-        await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
-        sock.close()
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+        config = nea.Config(app=app, fd=sock.fileno(), lifespan="on", **options)
+        server = nea.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stopping = server.shutdown()
+            if inspect.isawaitable(stopping):
+                await stopping
+            await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
 
 
 @contextlib.asynccontextmanager
@@ -80,15 +79,14 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn in this event loop on a pre-bound socket."""
     import uvicorn
 
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
-        sock.close()
+    with listening_socket() as sock:
+        port = sock.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+        )
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
