@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import inspect
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ import pytest
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 # Generous: a server that has not stopped by then is a bug the test should show.
 SHUTDOWN_TIMEOUT_SECONDS = 10.0
+STARTUP_TIMEOUT_SECONDS = 10.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,24 +53,22 @@ def listening_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def nea_server(app: Any, **options: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with ``nea.Server`` on a pre-bound socket; yield its base URL.
+    """Serve ``app`` with ``nea.Server`` in this event loop; yield its base URL.
 
-    The socket listens before the server starts, so a client's connection waits in the
-    backlog until nea accepts it: nothing to poll for.
+    ``options`` are ``nea.Config`` fields (``budget``, ``slots``, ...). The socket is bound
+    here and handed to ``serve(sockets=...)``; ``wait_started`` raises if serving failed.
     """
     import nea
 
     with listening_socket() as sock:
         port = sock.getsockname()[1]
-        config = nea.Config(app=app, fd=sock.fileno(), lifespan="on", **options)
-        server = nea.Server(config)
-        task = asyncio.create_task(server.serve())
+        server = nea.Server(nea.Config(app=app, lifespan="on", access_log=False, **options))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
+            await asyncio.wait_for(server.wait_started(), STARTUP_TIMEOUT_SECONDS)
             yield f"http://127.0.0.1:{port}"
         finally:
-            stopping = server.shutdown()
-            if inspect.isawaitable(stopping):
-                await stopping
+            server.shutdown()
             await asyncio.wait_for(task, SHUTDOWN_TIMEOUT_SECONDS)
 
 
