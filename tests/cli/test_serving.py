@@ -1,0 +1,106 @@
+"""``nea`` serving for real: --port 0, --uds, --fd, SIGINT with a request in flight, exit 3."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from .helpers import APPS_DIR, WAIT_SECONDS, NeaProcess, get, run_nea
+
+StartNea = Callable[..., NeaProcess]
+APP_DIR = ("--app-dir", str(APPS_DIR))
+
+
+def read_until(client: socket.socket, marker: bytes) -> bytes:
+    received = b""
+    while marker not in received:
+        chunk = client.recv(4096)
+        assert chunk, f"connection closed before {marker!r}: {received!r}"
+        received += chunk
+    return received
+
+
+def test_port_zero_logs_the_real_port(start_nea: StartNea) -> None:
+    nea = start_nea("nea_test_apps:pid_app", *APP_DIR, "--port", "0")
+    host, port = nea.wait_running()
+    assert (host, port != 0) == ("127.0.0.1", True)
+    status, body = get((host, port))
+    assert status == 200
+    assert int(body) == nea.process.pid
+    nea.send_signal(signal.SIGTERM)
+    assert nea.wait_exit() == 0
+
+
+def test_unix_domain_socket(start_nea: StartNea, tmp_path: Path) -> None:
+    path = str(tmp_path / "nea.sock")
+    nea = start_nea("nea_test_apps:pid_app", *APP_DIR, "--uds", path)
+    nea.wait_for_line(r"nea running on unix:" + path)
+    assert get(path) == (200, str(nea.process.pid).encode())
+    nea.send_signal(signal.SIGINT)
+    assert nea.wait_exit() == 0
+    assert not Path(path).exists()  # nea removes the socket file it created
+
+
+def test_inherited_file_descriptor(start_nea: StartNea) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = listener.getsockname()
+        fd = listener.fileno()
+        nea = start_nea("nea_test_apps:pid_app", *APP_DIR, "--fd", str(fd), pass_fds=[fd])
+        nea.wait_running()
+        assert get(address) == (200, str(nea.process.pid).encode())
+        nea.send_signal(signal.SIGTERM)
+        assert nea.wait_exit() == 0
+
+
+def test_sigint_lets_the_request_in_flight_finish(start_nea: StartNea) -> None:
+    nea = start_nea("nea_test_apps:held_app", *APP_DIR, "--port", "0")
+    address = nea.wait_running()
+    with socket.create_connection(address, timeout=WAIT_SECONDS) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
+        received = read_until(client, b"first part received")
+        nea.send_signal(signal.SIGINT)
+        nea.wait_for_line(r"SIGINT received: shutting down gracefully")
+        # The server is draining now; the request still gets its body and its response.
+        client.sendall(b"67890")
+        while chunk := client.recv(4096):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert b"done 10\n" in received
+    assert received.endswith(b"0\r\n\r\n")  # the chunked response was completed
+    assert nea.wait_exit() == 0
+
+
+def test_second_sigint_forces_the_exit(start_nea: StartNea) -> None:
+    nea = start_nea("nea_test_apps:held_app", *APP_DIR, "--port", "0")
+    address = nea.wait_running()
+    with socket.create_connection(address, timeout=WAIT_SECONDS) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
+        read_until(client, b"first part received")
+        nea.send_signal(signal.SIGINT)
+        nea.wait_for_line(r"SIGINT received: shutting down gracefully")
+        nea.send_signal(signal.SIGINT)
+        nea.wait_for_line(r"SIGINT received again: forcing exit")
+        assert nea.wait_exit() == 0
+        try:
+            rest = client.recv(4096)
+        except ConnectionResetError:
+            rest = b""
+        assert b"done" not in rest  # the held request was cancelled, not finished
+
+
+def test_lifespan_startup_failure_exits_3() -> None:
+    result = run_nea("nea_test_apps:failing_startup_app", *APP_DIR, "--port", "0")
+    assert result.returncode == 3, result.stderr
+    assert "database unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_lifespan_startup_failure_in_a_worker_exits_3() -> None:
+    result = run_nea("nea_test_apps:failing_startup_app", *APP_DIR, "--port", "0", "--workers", "2")
+    assert result.returncode == 3, result.stderr
+    assert "database unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
