@@ -76,6 +76,7 @@ class Result:
     alive: bool = False
     exit_note: str = ""
     plan_line: str = ""
+    log_tail: list[str] = field(default_factory=list)
 
     @property
     def neighbour_total(self) -> int:
@@ -137,7 +138,11 @@ def cap_data(cap: int) -> Callable[[], None]:
 def running_server(
     name: str, args: argparse.Namespace, cap: int, log_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Start ``name`` on a socket bound here (clients may connect at once); stop it after."""
+    """Start ``name`` on a socket bound here (clients may connect at once); stop it after.
+
+    The parent closes its copy of the socket once the server has it, so if the server dies
+    clients get a refused connection at once instead of waiting in the backlog.
+    """
     with socket.create_server(("127.0.0.1", 0), backlog=1024) as sock, log_path.open("wb") as log:
         port = sock.getsockname()[1]
         process = subprocess.Popen(
@@ -147,16 +152,16 @@ def running_server(
             stderr=subprocess.STDOUT,
             preexec_fn=cap_data(cap) if name == "uvicorn" else None,
         )
-        try:
-            yield process, port
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(STOP_TIMEOUT_SECONDS)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def read_status_kib(pid: int, key: str) -> int:
@@ -329,9 +334,10 @@ def run_one(name: str, args: argparse.Namespace, cap: int, log_dir: Path) -> Res
     log_path = log_dir / f"{name}.log"
     with running_server(name, args, cap, log_path) as (process, port):
         asyncio.run(drive(process, port, args, result))
-    for line in log_path.read_text(errors="replace").splitlines():
-        if "memory plan" in line and not result.plan_line:
-            result.plan_line = line.strip()
+    log = log_path.read_text(errors="replace").splitlines()
+    result.plan_line = next((line.strip() for line in log if "memory plan" in line), "")
+    if not result.alive:
+        result.log_tail = log[-5:]
     return result
 
 
@@ -368,7 +374,9 @@ def summary(result: Result, cap: int) -> dict[str, str]:
         ),
         "peak RSS": format_mib(result.peak_rss_bytes),
         "memory cap": format_mib(cap),
-        "peak RSS within cap": "yes" if result.peak_rss_bytes <= cap else "NO",
+        "peak RSS within cap": (
+            "-" if not result.peak_rss_bytes else "yes" if result.peak_rss_bytes <= cap else "NO"
+        ),
         "alive at end": ("yes" if result.alive else "NO")
         + (f" ({result.exit_note})" if result.exit_note else ""),
     }
@@ -419,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {result.plan_line}")
             for label, value in summary(result, cap).items():
                 print(f"   {label}: {value}")
+            for line in result.log_tail:
+                print(f"   log: {line}")
             results.append(result)
     print()
     print_table(results, cap)

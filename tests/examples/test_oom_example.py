@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import runpy
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from types import ModuleType
 
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import load_example, nea_server
+from conftest import EXAMPLES_DIR, listening_socket, load_example, nea_server
 
 OUT_OF_MEMORY = "Internal Server Error: Out of Memory"
+# A subprocess start (interpreter, imports) plus two requests: seconds, not minutes.
+CLI_TIMEOUT_SECONDS = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +95,41 @@ async def test_transcript_under_nea_budget(oom: ModuleType) -> None:
         assert again.status_code == 200
         not_a_number = await client.get("/abc")
         assert not_a_number.status_code == 404
+
+
+def test_running_the_file_serves_it_on_8080_with_nea_s_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import nea
+
+    calls: list[tuple[object, dict[str, object]]] = []
+
+    def fake_run(app: object, **options: object) -> None:
+        calls.append((app, options))
+
+    monkeypatch.setattr(nea, "run", fake_run)
+    namespace = runpy.run_path(str(EXAMPLES_DIR / "oom.py"), run_name="__main__")
+    assert calls == [(namespace["app"], {"port": 8080, "budget": "512KiB"})]
+
+
+@pytest.mark.needs_integration
+def test_transcript_from_the_command_line() -> None:
+    """``nea --app-dir examples oom:app --budget 512KiB``, as ``make run`` serves it."""
+    with listening_socket() as sock:
+        fd, port = sock.fileno(), sock.getsockname()[1]
+        command = [sys.executable, "-m", "nea", "--app-dir", str(EXAMPLES_DIR), "oom:app"]
+        command += ["--fd", str(fd), "--budget", "512KiB", "--no-access-log"]
+        process = subprocess.Popen(command, pass_fds=(fd,), stderr=subprocess.PIPE)
+    # Only nea holds the socket now: if it exits, connecting fails at once instead of waiting.
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base_url, timeout=CLI_TIMEOUT_SECONDS) as client:
+            small, big = client.get("/10"), client.get("/1000")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+    assert (small.status_code, small.text) == (200, "successfully allocated 10kb of memory")
+    assert (big.status_code, big.text) == (500, OUT_OF_MEMORY)
+    log = stderr.decode()
+    assert "memory plan: 64 slots × 512.0 KiB" in log
+    assert "GET /1000" in log
