@@ -10,6 +10,7 @@ from nea._errors import AppImportError, ConfigError, LifespanStartupFailed, NeaE
 from nea._sizes import format_size, parse_size
 from nea._sockets import BindError
 from nea.config import Config
+from nea.meter import Budget, BudgetExceeded, BudgetStatistics, budget, current_budget
 
 if TYPE_CHECKING:
     from nea._run import run
@@ -18,11 +19,16 @@ if TYPE_CHECKING:
 __all__ = [
     "AppImportError",
     "BindError",
+    "Budget",
+    "BudgetExceeded",
+    "BudgetStatistics",
     "Config",
     "ConfigError",
     "LifespanStartupFailed",
     "NeaError",
     "Server",
+    "budget",
+    "current_budget",
     "format_size",
     "parse_size",
     "run",
