@@ -73,3 +73,21 @@ async def test_hogs_trip_alone_while_neighbours_succeed(fastapi_example: ModuleT
         for path in ("/alloc", "/alloc-sync"):
             after = await client.get(path, params={"kb": 100})
             assert after.status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_hogs_trip_alone_under_the_middleware(fastapi_example: ModuleType) -> None:
+    """Budgets through ``MemoryBudgetMiddleware`` (any server): the same isolation."""
+    from nea.middleware import MemoryBudgetMiddleware
+
+    app = MemoryBudgetMiddleware(fastapi_example.app, budget="8MiB", slots=16)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        paths = ["/alloc", "/alloc-sync"] * 2
+        hogs = [client.get(path, params={"kb": 100_000}) for path in paths]
+        neighbours = [client.get(path, params={"kb": 100}) for path in paths * 3]
+        responses = await asyncio.gather(*hogs, *neighbours)
+    assert [(r.status_code, r.text) for r in responses[: len(hogs)]] == [
+        (500, OUT_OF_MEMORY)
+    ] * len(hogs)
+    assert [r.status_code for r in responses[len(hogs) :]] == [200] * len(neighbours)

@@ -133,3 +133,23 @@ def test_transcript_from_the_command_line() -> None:
     log = stderr.decode()
     assert "memory plan: 64 slots × 512.0 KiB" in log
     assert "GET /1000" in log
+
+
+@pytest.mark.asyncio
+async def test_transcript_under_the_middleware(oom: ModuleType) -> None:
+    """The same budget through ``MemoryBudgetMiddleware`` (any server): no nea server needed."""
+    from nea.middleware import MemoryBudgetMiddleware
+
+    app = MemoryBudgetMiddleware(oom.app, budget=oom.BUDGET, slots=4)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        small = await client.get("/10")
+        big = await client.get("/1000")
+        # 512 KiB is 524 kb: the largest requests that fit are a little below that.
+        near = await client.get("/500")
+        over = await client.get("/525")
+    assert (small.status_code, small.text) == (200, "successfully allocated 10kb of memory")
+    assert (big.status_code, big.text) == (500, OUT_OF_MEMORY)
+    assert big.headers["content-type"] == "text/plain; charset=utf-8"
+    assert near.status_code == 200
+    assert over.status_code == 500
