@@ -50,9 +50,9 @@ import httpx
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_OF_MEMORY = "Internal Server Error: Out of Memory"
 MIB = 1024 * 1024
-# Interpreter, uvloop, httptools and the app, idle: measured about 30-40 MiB RSS for
-# either server on CPython 3.11; 96 MiB leaves room for connection buffers and the
-# allocator's slack under load.
+# The process before any request: uvicorn serving noisy_app idles at 30 MiB RSS and
+# 50 MiB VmData (measured, CPython 3.11, uvloop). 96 MiB leaves room for connection
+# buffers and the allocator's slack under load; nea prints its own measured baseline.
 DEFAULT_BASELINE = "96MiB"
 READY_TIMEOUT_SECONDS = 30.0
 # A hog that has not finished by then has hung the server for the others; count it so.
