@@ -17,13 +17,14 @@ import os
 import signal
 import socket
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
-from nea._logging import ERROR_LOGGER, configure_logging, logging_is_configured
+from nea._logging import ERROR_LOGGER, TRACE, configure_logging, logging_is_configured
 from nea._loops import run_on_loop
-from nea._sockets import bind_socket
+from nea._sockets import bind_socket, create_ssl_context
 from nea._types import ASGIApp
 from nea.config import Config
 
@@ -46,6 +47,7 @@ def run(app: str | ASGIApp, **options: Any) -> None:
     options, ``AppImportError``, ``BindError``, or ``LifespanStartupFailed``.
     """
     config = build_config(app, options)
+    logging.addLevelName(TRACE, "TRACE")  # named even when the application set up logging
     if not logging_is_configured():
         configure_logging(config.log_level, access_log=config.access_log)
     run_config(config)
@@ -64,6 +66,8 @@ def build_config(app: str | ASGIApp, options: dict[str, Any]) -> Config:
 
 def run_config(config: Config) -> None:
     """Serve ``config`` in this process, or under the supervisor when ``workers > 1``."""
+    # Unreadable TLS files are a command-line mistake: report them before anything starts.
+    create_ssl_context(config)
     if config.workers > 1:
         if not isinstance(config.app, str):
             raise ConfigError(
@@ -99,12 +103,16 @@ async def serve_until_signalled(
     *,
     signals: Sequence[signal.Signals] = SHUTDOWN_SIGNALS,
     on_started: Callable[[], None] | None = None,
+    stop_when_readable: int | None = None,
 ) -> None:
     """Run ``nea.Server(config)`` until a signal in ``signals`` asks it to stop.
 
     The first signal starts a graceful shutdown; a second one forces the exit (open
-    connections are closed without waiting). ``on_started`` is called once the server
-    accepts connections. Exceptions from the server propagate.
+    connections are closed without waiting). Signal handlers are installed only in the main
+    thread (Python allows no others); elsewhere the caller stops the server. ``on_started`` is
+    called once the server accepts connections. When the file descriptor
+    ``stop_when_readable`` becomes readable (a worker's pipe from its supervisor reaching EOF),
+    the server shuts down gracefully. Exceptions from the server propagate.
     """
     from nea.server import Server
 
@@ -121,13 +129,25 @@ async def serve_until_signalled(
             logger.warning("%s received again: forcing exit", signum.name)
             server.force_exit()
 
+    def on_readable() -> None:
+        assert stop_when_readable is not None  # only registered with a descriptor
+        loop.remove_reader(stop_when_readable)
+        logger.warning("the supervisor process is gone: shutting down gracefully")
+        server.shutdown()
+
+    if threading.current_thread() is not threading.main_thread():
+        signals = ()
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
+    if stop_when_readable is not None:
+        loop.add_reader(stop_when_readable, on_readable)
     try:
         await _serve(server, list(sockets) if sockets is not None else None, on_started)
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+        if stop_when_readable is not None:
+            loop.remove_reader(stop_when_readable)
 
 
 async def _serve(

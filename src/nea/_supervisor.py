@@ -52,6 +52,7 @@ class WorkerStartupError(NeaError):
 class _Worker:
     process: BaseProcess
     status: Connection  # read end: "started" or the startup exception
+    lifeline: Connection  # write end, never written: the worker sees EOF if the parent dies
     started: bool = False
     failure: BaseException | None = None
 
@@ -72,6 +73,8 @@ class Supervisor:
         self._signals_received = 0
         self._failure: BaseException | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
+        # Never block in the signal handler: a full buffer already means "wake up".
+        self._wake_writer.setblocking(False)
 
     def run(self) -> None:
         previous = {
@@ -104,7 +107,7 @@ class Supervisor:
             "nea supervisor (pid %d) starting %d workers on %s",
             os.getpid(),
             self._config.workers,
-            describe_address(sock),
+            _url(sock, self._config),
         )
         for _ in range(self._config.workers):
             self._spawn(sock)
@@ -134,15 +137,18 @@ class Supervisor:
 
     def _spawn(self, sock: socket.socket) -> None:
         reader, writer = self._context.Pipe(duplex=False)
+        lifeline_reader, lifeline_writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_worker_main,
-            args=(self._config, sock, writer),
+            args=(self._config, sock, writer, lifeline_reader),
             name="nea-worker",
             daemon=False,
         )
         process.start()
-        writer.close()  # the child holds its own copy; EOF here means the child is gone
-        self._workers[process.sentinel] = _Worker(process, reader)
+        # The child holds its own copies; closing ours makes EOF mean "the other side is gone".
+        writer.close()
+        lifeline_reader.close()
+        self._workers[process.sentinel] = _Worker(process, reader, lifeline_writer)
         logger.info("started worker pid %d", process.pid)
 
     def _read_statuses(self, ready: list[Any]) -> None:
@@ -165,6 +171,7 @@ class Supervisor:
         worker = self._workers.pop(sentinel)
         self._read_status(worker)
         worker.status.close()
+        worker.lifeline.close()
         worker.process.join()
         code = worker.process.exitcode
         pid = worker.process.pid
@@ -188,7 +195,7 @@ class Supervisor:
         """First call: SIGTERM every worker (graceful). Later calls: SIGTERM again (force)."""
         if not self._stopping:
             self._stopping = True
-            logger.info("stopping %d workers gracefully", len(self._workers))
+            logger.info("stopping %d worker(s) gracefully", len(self._workers))
             drain = self._config.timeout_graceful_shutdown
             # None: in-flight requests may take as long as they need (uvicorn's default).
             if drain is not None:
@@ -208,8 +215,21 @@ class Supervisor:
         self._deadline = None
 
 
-def _worker_main(config: Config, sock: socket.socket, status: Connection) -> None:
-    """Entry point of a worker process (runs after spawn, so it imports nea afresh)."""
+def _url(sock: socket.socket, config: Config) -> str:
+    where = describe_address(sock)
+    if sock.family == socket.AF_UNIX:
+        return where
+    return f"{'https' if config.is_ssl else 'http'}://{where}"
+
+
+def _worker_main(
+    config: Config, sock: socket.socket, status: Connection, lifeline: Connection
+) -> None:
+    """Entry point of a worker process (runs after spawn, so it imports nea afresh).
+
+    ``lifeline`` reaches EOF when the supervisor dies (even by SIGKILL): the worker then
+    drains and exits instead of serving on as an orphan.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(config.log_level, access_log=config.access_log)
     from nea._loops import run_on_loop
@@ -225,6 +245,7 @@ def _worker_main(config: Config, sock: socket.socket, status: Connection) -> Non
                 [sock],
                 signals=(signal.SIGTERM,),
                 on_started=on_started,
+                stop_when_readable=lifeline.fileno(),
             ),
             loop=config.loop,
         )
@@ -235,4 +256,5 @@ def _worker_main(config: Config, sock: socket.socket, status: Connection) -> Non
         raise SystemExit(1) from None
     finally:
         status.close()
+        lifeline.close()
         sock.close()

@@ -19,7 +19,9 @@ from nea._errors import ConfigError, LifespanStartupFailed, NeaError
 from nea._sizes import parse_size
 from nea.config import (
     DEFAULT_BACKLOG,
+    DEFAULT_BUDGET,
     DEFAULT_LIMIT_REQUEST_HEADERS_BYTES,
+    DEFAULT_SLOTS,
     Config,
     parse_header_option,
 )
@@ -53,63 +55,101 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``nea`` argument parser. Values stay text here; ``config_from_args`` converts them."""
     from nea import __version__
 
-    parser = _Parser(
-        prog="nea",
-        description="Serve an ASGI application with predictable memory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = _Parser(prog="nea", description="Serve an ASGI application with predictable memory.")
+    parser.add_argument(
+        "app", metavar="APP", help="the application as 'module:attribute', e.g. 'main:app'"
     )
-    add = parser.add_argument
-    add("app", metavar="APP", help="the application as 'module:attribute', e.g. 'main:app'")
-    add("--version", action="version", version=f"nea {__version__}")
-    add("--host", default="127.0.0.1", help="bind to this address")
-    add("--port", default="8000", help="bind to this TCP port (0 picks a free one)")
-    add("--uds", default=None, help="bind to this Unix domain socket path")
-    add("--fd", default=None, help="serve on this already-listening socket file descriptor")
-    add("--backlog", default=str(DEFAULT_BACKLOG), help="listen backlog")
-    add("--workers", default="1", help="number of worker processes")
-    add("--loop", default="auto", metavar="{auto,asyncio,uvloop}", help="event loop")
-    add("--http", default="auto", metavar="{auto,h11,httptools}", help="HTTP parser")
-    add("--lifespan", default="auto", metavar="{auto,on,off}", help="lifespan protocol")
-    add("--timeout-keep-alive", default="5", metavar="SECONDS", help="idle keep-alive timeout")
+    parser.add_argument("--version", action="version", version=f"nea {__version__}")
+    _add_application_options(parser.add_argument_group("application"))
+    _add_listen_options(parser.add_argument_group("where to listen"))
+    _add_memory_options(parser.add_argument_group("memory: budgets, slots, queue"))
+    _add_limit_options(parser.add_argument_group("timeouts and limits"))
+    _add_header_options(parser.add_argument_group("headers and proxies"))
+    _add_logging_options(parser.add_argument_group("logging"))
+    return parser
+
+
+def _add_application_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--app-dir", default=".", help="directory put first on sys.path to import APP (.)")
+    add("--factory", action="store_true", help="APP is a callable returning the application")
+    add("--lifespan", default="auto", metavar="{auto,on,off}", help="lifespan protocol (auto)")
+    add("--root-path", default="", help="ASGI root_path, for apps mounted below a path prefix")
+    add("--workers", default="1", metavar="N", help="number of worker processes (1)")
+    add("--loop", default="auto", metavar="{auto,asyncio,uvloop}", help="event loop (auto)")
+    add("--http", default="auto", metavar="{auto,h11,httptools}", help="HTTP parser (auto)")
+
+
+def _add_memory_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add(
+        "--budget", default=DEFAULT_BUDGET, metavar="SIZE", help="memory budget per request (32MiB)"
+    )
+    add("--slots", default=str(DEFAULT_SLOTS), metavar="N", help="requests run at once (64)")
+    add("--queue", default=None, metavar="N", help="requests that may wait for a slot (2 × slots)")
+    add(
+        "--queue-timeout",
+        default="10",
+        metavar="S",
+        help="longest wait for a slot, then 503 (10)",
+    )
+    add(
+        "--meter",
+        default="native",
+        metavar="{native,tracemalloc,off}",
+        help="how budgets are metered; off = slots only (native)",
+    )
+    add(
+        "--memory-limit",
+        default="off",
+        metavar="SIZE|auto|off",
+        help="hard cap on the process's memory; auto = the memory plan plus headroom (off)",
+    )
+
+
+def _add_listen_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--host", default="127.0.0.1", help="bind to this address (127.0.0.1)")
+    add("--port", default="8000", help="bind to this TCP port; 0 picks a free one (8000)")
+    add("--uds", default=None, metavar="PATH", help="bind to this Unix domain socket")
+    add("--fd", default=None, metavar="N", help="serve this inherited listening socket")
+    add("--backlog", default=str(DEFAULT_BACKLOG), metavar="N", help="listen backlog (2048)")
+    add("--ssl-keyfile", default=None, metavar="FILE", help="TLS private key (PEM)")
+    add("--ssl-certfile", default=None, metavar="FILE", help="TLS certificate chain (PEM)")
+
+
+def _add_limit_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
+    add("--timeout-keep-alive", default="5", metavar="S", help="idle keep-alive timeout (5)")
     add(
         "--timeout-request-headers",
         default="10",
-        metavar="SECONDS",
-        help="time a client has to send the full request headers",
+        metavar="S",
+        help="time a client has to send the whole header section, else 408 (10)",
     )
     add(
         "--timeout-graceful-shutdown",
         default=None,
-        metavar="SECONDS",
-        help="on shutdown, wait this long for in-flight requests (default: no limit)",
+        metavar="S",
+        help="on shutdown, wait this long for in-flight requests (no limit)",
     )
-    add("--limit-max-requests", default=None, metavar="N", help="exit after N requests")
+    add("--limit-max-requests", default=None, metavar="N", help="stop after N requests")
     add(
         "--limit-request-headers",
         default=f"{DEFAULT_LIMIT_REQUEST_HEADERS_BYTES // 1024}KiB",
         metavar="SIZE",
-        help="largest request line + header section",
+        help="largest request line + header section, else 431 (64KiB)",
     )
     add(
         "--limit-request-body",
         default=None,
         metavar="SIZE",
-        help="largest request body (default: no limit)",
+        help="largest request body, else 413 (no limit)",
     )
-    add("--root-path", default="", help="ASGI root_path, for apps mounted below a path prefix")
-    add(
-        "--proxy-headers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips",
-    )
-    add(
-        "--forwarded-allow-ips",
-        default=None,
-        metavar="IPS",
-        help="comma-separated proxy addresses to trust, or '*' "
-        "(default: $FORWARDED_ALLOW_IPS or 127.0.0.1)",
-    )
+
+
+def _add_header_options(group: argparse._ArgumentGroup) -> None:
+    add = group.add_argument
     add(
         "--header",
         action="append",
@@ -120,22 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-server-header", action="store_true", help="omit the 'server: nea' header")
     add("--no-date-header", action="store_true", help="omit the 'date' header")
     add(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips (on)",
+    )
+    add(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated proxy addresses to trust, or '*' "
+        "($FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
+
+
+def _add_logging_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--log-level",
         default="info",
         metavar="{critical,error,warning,info,debug,trace}",
-        help="log level",
+        help="log level (info)",
     )
-    add(
+    group.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="log one line per request on 'nea.access'",
+        help="log one line per response on 'nea.access' (on)",
     )
-    add("--app-dir", default=".", help="directory put first on sys.path to import APP")
-    add("--factory", action="store_true", help="APP is a callable returning the application")
-    add("--ssl-keyfile", default=None, help="TLS private key file")
-    add("--ssl-certfile", default=None, help="TLS certificate chain file")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Config:
@@ -178,6 +229,12 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
         access_log=args.access_log,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,
+        budget=args.budget,
+        slots=_convert("--slots", args.slots, _whole),
+        queue=_optional("--queue", args.queue, _whole),
+        queue_timeout=_convert("--queue-timeout", args.queue_timeout, _seconds),
+        meter=args.meter,
+        memory_limit=args.memory_limit,
     )
 
 

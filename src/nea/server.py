@@ -13,9 +13,12 @@ import logging
 import socket
 from typing import Any
 
+from nea._admission import AdmissionStatistics
 from nea._errors import NeaError
 from nea._importer import import_app
 from nea._lifespan import Lifespan
+from nea._memory import MemoryPlan
+from nea._server.budgets import build_admission, restore_meter, select_meter, start_memory_plan
 from nea._server.protocol import HTTPProtocol
 from nea._server.state import ServerState
 from nea._sockets import bind_socket, create_ssl_context, describe_address
@@ -48,10 +51,16 @@ class Server:
         self._start_error: BaseException | None = None
         self._started = False
         self._stop_requested = False
+        self._admission = build_admission(config)
+        self.memory_plan: MemoryPlan | None = None
 
     @property
     def started(self) -> bool:
         return self._started
+
+    def statistics(self) -> AdmissionStatistics:
+        """Slots busy, requests waiting, and the served/tripped/rejected/abandoned counters."""
+        return self._admission.statistics()
 
     async def wait_started(self) -> None:
         """Return once the server accepts connections.
@@ -86,18 +95,23 @@ class Server:
         With ``sockets=None`` it binds with ``bind_socket(config)`` and closes that socket on
         return. Given ``sockets`` (already listening) are served on duplicates and left open:
         the caller owns them. Raises ``AppImportError``, ``LifespanStartupFailed``,
-        ``BindError`` or ``ConfigError`` when it cannot start.
+        ``BindError`` or ``ConfigError`` (e.g. ``--meter native`` not built, a
+        ``--memory-limit`` that cannot be applied) when it cannot start.
         """
         loop = self._loop = asyncio.get_running_loop()
         config = self.config
         lifespan: Lifespan | None = None
         lifespan_started = False
+        state: ServerState | None = None
         owned: list[socket.socket] = []
+        previous_meter = None
         try:
+            previous_meter = select_meter(config)
             app = import_app(config)
             lifespan = Lifespan(app, config.lifespan)
             await lifespan.startup()
             lifespan_started = True
+            self.memory_plan = start_memory_plan(config)
             ssl_context = create_ssl_context(config)
             if sockets is None:
                 owned = [bind_socket(config)]
@@ -105,7 +119,9 @@ class Server:
             else:
                 listen = [sock.dup() for sock in sockets]
                 owned = listen
-            state = ServerState(config, app, lifespan.state, self._count_request)
+            on_request = self._count_request if config.limit_max_requests is not None else None
+            state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
+            state.tick_clock()
             servers = [
                 await loop.create_server(
                     lambda: HTTPProtocol(state, loop),
@@ -116,19 +132,25 @@ class Server:
                 for sock in listen
             ]
         except BaseException as exc:
+            if state is not None:
+                state.stop_clock()
             self._start_error = exc
             self._start_settled.set()
             for sock in owned:
                 sock.close()
             if lifespan is not None and lifespan_started:
                 await lifespan.shutdown()
+            restore_meter(previous_meter)
             raise
         self._announce(listen)
         try:
             if not self._stop_requested:
                 await self._should_stop.wait()
         finally:
-            await self._stop(servers, state, lifespan)
+            try:
+                await self._stop(servers, state, lifespan)
+            finally:
+                restore_meter(previous_meter)
 
     def _announce(self, listen: list[socket.socket]) -> None:
         scheme = "https" if self.config.is_ssl else "http"
@@ -143,8 +165,8 @@ class Server:
 
     def _count_request(self) -> None:
         self.total_requests += 1
-        limit = self.config.limit_max_requests
-        if limit is not None and self.total_requests >= limit and not self._stop_requested:
+        limit = self.config.limit_max_requests or 0
+        if self.total_requests >= limit and not self._stop_requested:
             logger.warning("Maximum request limit of %d reached: shutting down.", limit)
             self.shutdown()
 
@@ -152,11 +174,13 @@ class Server:
         self, servers: list[asyncio.Server], state: ServerState, lifespan: Lifespan
     ) -> None:
         logger.info("Shutting down")
+        state.stop_clock()
         state.shutting_down = True
         for server in servers:
             server.close()
         for conn in list(state.connections):
             conn.shutdown()
+        state.check_idle()
         if not state.idle.is_set():
             await self._drain(state)
         for server in servers:

@@ -21,7 +21,7 @@ import pytest
 
 APPS_DIR = Path(__file__).resolve().parent
 WAIT_SECONDS = 30.0
-RUNNING = re.compile(r"nea running on (?:http://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)|\S+)")
+RUNNING = re.compile(r"nea running on (?:https?://(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)|\S+)")
 
 
 class NeaProcess:
@@ -95,7 +95,10 @@ class NeaProcess:
         except subprocess.TimeoutExpired:
             pytest.fail(f"nea did not exit within {timeout}s:\n{self.output()}")
         for reader in self._readers:
+            # EOF on the pipes also means every child (worker) sharing them has exited.
             reader.join(timeout=timeout)
+            if reader.is_alive():
+                pytest.fail(f"nea's output stayed open {timeout}s after exit:\n{self.output()}")
         self._drain()
         return code
 

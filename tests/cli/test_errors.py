@@ -63,6 +63,16 @@ def test_address_in_use_is_one_line(workers: str) -> None:
     assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}: address already in use")
 
 
+def test_unreadable_tls_files_are_one_line() -> None:
+    result = run_nea(
+        "nea_test_apps:pid_app",
+        "--app-dir", str(APPS_DIR),
+        "--ssl-certfile", "/nonexistent/cert.pem",
+        "--ssl-keyfile", "/nonexistent/key.pem",
+    )  # fmt: skip
+    assert_one_error_line(result, "--ssl-certfile/--ssl-keyfile: cannot load '/nonexistent/")
+
+
 def test_version_and_help_exit_zero() -> None:
     version = run_nea("--version")
     assert (version.returncode, version.stdout.strip()) == (0, "nea 0.1.0")

@@ -104,3 +104,61 @@ def test_lifespan_startup_failure_in_a_worker_exits_3() -> None:
     assert result.returncode == 3, result.stderr
     assert "database unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tls(start_nea: StartNea, tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    server_cert.private_key_pem.write_to_path(str(key))
+    nea = start_nea(
+        "nea_test_apps:pid_app", *APP_DIR, "--port", "0",
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
+    )  # fmt: skip
+    match = nea.wait_for_line(r"nea running on https://127\.0\.0\.1:(\d+)")
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with (
+        socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=WAIT_SECONDS) as raw,
+        client_context.wrap_socket(raw, server_hostname="127.0.0.1") as client,
+    ):
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := client.recv(4096):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert response.endswith(str(nea.process.pid).encode())
+    nea.send_signal(signal.SIGTERM)
+    assert nea.wait_exit() == 0
+
+
+def test_nea_run_from_python() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import nea; nea.run('nea_test_apps:pid_app', "
+        f"app_dir={str(APPS_DIR)!r}, port=0, timeout_graceful_shutdown=5.0)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()  # bounded by pytest-timeout if nea never logs
+        while "nea running on" not in line:
+            assert line, "nea.run exited before it started"
+            line = process.stderr.readline()
+        assert line.startswith("INFO:     nea running on http://127.0.0.1:")  # run() set up logs
+        port = int(line.rsplit(":", 1)[1])
+        assert get(("127.0.0.1", port)) == (200, str(process.pid).encode())
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_SECONDS) == 0
+    finally:
+        process.kill()
+        process.communicate(timeout=WAIT_SECONDS)

@@ -45,14 +45,17 @@ class HttptoolsParser(ParserBase):
             self._began = False
             self._head_bytes = 0
             if offset < len(data):
-                self._events.extend(self.feed(data[offset:]))
+                # the recursive call returns every pending event, these included
+                self._events = self.feed(data[offset:])
         except httptools.HttpParserError as exc:
             raise _protocol_error(exc) from None
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             raise ProtocolError(
                 431, f"request head larger than the {self.limits.max_header_bytes}-byte limit"
             )
-        return self._take_events()
+        events = self._events
+        self._events = []
+        return events
 
     # httptools callbacks ------------------------------------------------------------------
 
@@ -72,7 +75,8 @@ class HttptoolsParser(ParserBase):
         parser = self._parser
         self._in_head = False
         self._began = False
-        self._emit_head(
+        self._body_bytes = 0
+        self._events.append(
             make_head(
                 parser.get_method().decode("ascii"),
                 self._url,
@@ -83,7 +87,10 @@ class HttptoolsParser(ParserBase):
         )
 
     def on_body(self, body: bytes) -> None:
-        self._emit_body(body)
+        if self.limits.max_body_bytes is None:
+            self._events.append(body)
+        else:
+            self._emit_body(body)
 
     def on_message_complete(self) -> None:
         self._events.append(END_OF_MESSAGE)

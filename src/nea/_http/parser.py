@@ -18,6 +18,17 @@ from nea._http.errors import ProtocolError
 MAX_HEADER_LINES: Final = 100
 SUPPORTED_VERSIONS: Final = ("1.1", "1.0")
 
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
+# Headers make_head acts on; every other header is passed through untouched.
+_SPECIAL_HEADERS: Final = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}
+
 
 class EndOfMessage:
     """The request body is complete (a singleton: compare with ``is END_OF_MESSAGE``)."""
@@ -122,26 +133,29 @@ def make_head(
     # Request line plus "name: value\r\n" per header: what the client actually sent.
     head_bytes = len(method) + len(target) + 12
     for name, value in headers:
-        head_bytes += len(name) + len(value) + 4
-        if name == b"content-length":
+        head_bytes += len(name) + len(value)
+        kind = _SPECIAL_HEADERS.get(name)
+        if kind is None:
+            continue
+        if kind == _HOST:
+            has_host = True
+        elif kind == _CONTENT_LENGTH:
             if content_length is not None:
                 raise ProtocolError(400, "more than one content-length header")
             content_length = _parse_content_length(value)
-        elif name == b"transfer-encoding":
+        elif kind == _TRANSFER_ENCODING:
             if value.strip().lower() != b"chunked" or chunked:
                 raise ProtocolError(
                     501, f"only transfer-encoding chunked is supported, got {value!r}"
                 )
             chunked = True
-        elif name == b"host":
-            has_host = True
-        elif name == b"connection":
+        elif kind == _CONNECTION:
             connection_tokens.extend(t.strip().lower() for t in value.split(b","))
-        elif name == b"expect":
+        elif kind == _EXPECT:
             expect_continue = http11 and value.strip().lower() == b"100-continue"
-        elif name == b"upgrade":
+        else:
             upgrade = True
-    if head_bytes > limits.max_header_bytes:
+    if head_bytes + 4 * len(headers) > limits.max_header_bytes:
         raise ProtocolError(
             431, f"request head larger than the {limits.max_header_bytes}-byte limit"
         )
@@ -156,15 +170,15 @@ def make_head(
         )
     keep_alive = b"close" not in connection_tokens if http11 else b"keep-alive" in connection_tokens
     return RequestHead(
-        method=method,
-        target=target,
-        http_version=http_version,
-        headers=headers,
-        keep_alive=keep_alive,
-        expect_continue=expect_continue and content_length != 0,
-        upgrade=upgrade and b"upgrade" in connection_tokens,
-        content_length=content_length,
-        chunked=chunked,
+        method,
+        target,
+        http_version,
+        headers,
+        keep_alive,
+        expect_continue and content_length != 0,
+        upgrade and b"upgrade" in connection_tokens,
+        content_length,
+        chunked,
     )
 
 

@@ -20,6 +20,12 @@ from nea._http.errors import ResponseError
 CONTINUE_RESPONSE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _STATUS_LINES: dict[int, bytes] = {}
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION = 1, 2, 3
+_FRAMING_HEADERS: Final = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
 # Statuses that never carry a body (RFC 9110 §6.4.1); HEAD responses are handled separately.
 _BODYLESS_STATUSES: Final = frozenset({204, 304})
 
@@ -69,6 +75,7 @@ class Response:
     """
 
     __slots__ = (
+        "_app_said_close",
         "_chunked",
         "_expected_length",
         "_head",
@@ -80,7 +87,7 @@ class Response:
         "status",
     )
 
-    def __init__(self, *, is_head_request: bool, http10: bool, keep_alive: bool) -> None:
+    def __init__(self, is_head_request: bool, http10: bool, keep_alive: bool) -> None:
         self.is_head_request = is_head_request
         self.http10 = http10
         self.keep_alive = keep_alive
@@ -90,33 +97,50 @@ class Response:
         self._sent_length = 0
         self._chunked = False
         self._no_body = False
+        self._app_said_close = False
 
     def start(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]], prefix: bytes, date: bytes
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], default_headers: bytes
     ) -> None:
         """Record the status and headers; the head is written with the first body chunk.
 
-        ``prefix`` is the default header block (``server``, ``--header``), ``date`` the
-        ``date`` line or ``b""``.
+        ``default_headers`` are the lines every response carries (``server``, ``date``,
+        ``--header``), already terminated by CRLF.
         """
         self.status = status
-        parts = [status_line(status), prefix, date]
-        append = parts.append
+        if type(headers) is not list:
+            headers = list(headers)
         for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise ResponseError(f"response header {name!r} contains a line break")
-            lowered = name.lower()
-            if lowered == b"content-length":
-                self._expected_length = _response_length(value)
-            elif lowered == b"transfer-encoding":
-                self._chunked = True
-            elif lowered == b"connection" and value.lower() == b"close":
-                self.keep_alive = False
-            append(b"".join((name, b": ", value, b"\r\n")))
+            kind = _FRAMING_HEADERS.get(name.lower())
+            if kind is not None:
+                self._framing_header(kind, value)
+        head = [status_line(status), default_headers]
+        count = len(headers)
+        if count:
+            try:
+                block = b"\r\n".join([b": ".join(pair) for pair in headers])
+            except TypeError:
+                raise ResponseError(
+                    f"response headers must be (bytes, bytes) pairs, got {headers!r}"
+                ) from None
+            # count - 1 separators; any other line break would inject headers.
+            if block.count(b"\n") >= count or block.count(b"\r") >= count:
+                raise ResponseError("a response header contains a line break")
+            head.append(block)
+            head.append(b"\r\n")
         self._no_body = self.is_head_request or status in _BODYLESS_STATUSES or status < 200
         if self._chunked and self._expected_length is not None:
             raise ResponseError("response has both content-length and transfer-encoding")
-        self._head = parts
+        self._head = head
+
+    def _framing_header(self, kind: int, value: bytes) -> None:
+        if kind == _CONTENT_LENGTH:
+            self._expected_length = _response_length(value)
+        elif kind == _TRANSFER_ENCODING:
+            self._chunked = True
+        elif value.lower() == b"close":
+            self.keep_alive = False
+            self._app_said_close = True  # the app's own header line says it: no second one
 
     def body(self, data: bytes, more_body: bool, *, first: bool) -> bytes:
         """Bytes to write for one ``http.response.body`` message (head included if ``first``)."""
@@ -126,6 +150,19 @@ class Response:
 
     def _first_body(self, data: bytes, more_body: bool) -> bytes:
         head = self._head
+        if not more_body and self._expected_length is None and not self._no_body:
+            if not self._chunked:
+                # Fast path: the whole body in one message, no framing header from the app.
+                self._expected_length = len(data)
+                head.append(b"content-length: %d\r\n" % len(data))
+                if not self.keep_alive and not self._app_said_close:
+                    head.append(b"connection: close\r\n")
+                elif self.http10:
+                    head.append(b"connection: keep-alive\r\n")
+                head.append(b"\r\n")
+                head.append(data)
+                self._sent_length = len(data)
+                return b"".join(head)
         if not self._no_body and self._expected_length is None and not self._chunked:
             if not more_body:
                 # The whole body is known: a content-length keeps HTTP/1.0 connections alive.
@@ -136,7 +173,7 @@ class Response:
             else:
                 self._chunked = True
                 head.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive:
+        if not self.keep_alive and not self._app_said_close:
             head.append(b"connection: close\r\n")
         elif self.http10:
             head.append(b"connection: keep-alive\r\n")
@@ -175,14 +212,13 @@ def _response_length(value: bytes) -> int:
     return int(value)
 
 
-def error_response(status: int, reason: str, prefix: bytes, date: bytes) -> bytes:
+def error_response(status: int, reason: str, default_headers: bytes) -> bytes:
     """A complete ``text/plain`` error response that closes the connection."""
     body = reason.encode("ascii")
     return b"".join(
         (
             status_line(status),
-            prefix,
-            date,
+            default_headers,
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
             body,

@@ -88,7 +88,6 @@ def apply_proxy_headers(
 
 def build_scope(
     head: RequestHead,
-    *,
     scheme: str,
     client: Address | None,
     server: Address | None,

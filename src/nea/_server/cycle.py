@@ -16,6 +16,7 @@ from nea._http.parser import RequestHead
 from nea._http.response import CONTINUE_RESPONSE, Response
 from nea._server.state import logger
 from nea._types import Message
+from nea.meter import Budget
 
 if TYPE_CHECKING:
     from nea._server.protocol import HTTPProtocol
@@ -33,6 +34,7 @@ class RequestCycle:
         "_last_body_sent",
         "_waiter",
         "body_complete",
+        "budget",
         "conn",
         "continue_sent",
         "disconnected",
@@ -48,11 +50,7 @@ class RequestCycle:
         self.conn = conn
         self.head = head
         self.scope = scope
-        self.response = Response(
-            is_head_request=head.method == "HEAD",
-            http10=head.http_version == "1.0",
-            keep_alive=head.keep_alive,
-        )
+        self.response = Response(head.method == "HEAD", head.http_version == "1.0", head.keep_alive)
         self.started_at = time.perf_counter()
         self._body: list[bytes] = []
         self._body_size = 0
@@ -64,6 +62,7 @@ class RequestCycle:
         self._last_body_sent = False
         self.continue_sent = False
         self._waiter: asyncio.Future[None] | None = None
+        self.budget: Budget | None = None  # set by admission just before the app runs
 
     # fed by the protocol ------------------------------------------------------------------
 
@@ -80,7 +79,8 @@ class RequestCycle:
 
     def end_body(self) -> None:
         self.body_complete = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def mark_disconnected(self) -> None:
         self.disconnected = True
@@ -100,21 +100,37 @@ class RequestCycle:
 
     # the app side -------------------------------------------------------------------------
 
+    def peak(self) -> int | None:
+        """The peak memory of the request's budget so far (None without a budget)."""
+        return None if self.budget is None else self.budget.peak
+
+    def _set_budget(self, request_budget: Budget) -> None:
+        self.budget = request_budget
+
     async def run(self) -> None:
-        """Call the app; turn its failures into a 500 or a closed connection."""
+        """Run the app through admission (slot, budget); turn its failures into a 500 or a
+        closed connection. Admission answers budget trips and "no slot" itself."""
+        state = self.conn.state
         try:
-            await self.conn.state.app(self.scope, self.receive, self.send)
+            await state.admission.admit(
+                state.app, self.scope, self.receive, self.send, on_budget=self._set_budget
+            )
         except asyncio.CancelledError:
             self.conn.abort()
             raise
         except ResponseError:
             pass  # already logged by send(), connection already closed
         except BaseException as exc:
-            logger.error("Exception in ASGI application", exc_info=exc)
-            if not self.response_started:
-                self.conn.send_error(500, "Internal Server Error")
-            else:
+            if self.budget is not None and self.budget.tripped:
+                # Tripped after the response started: admission logged the one warning line;
+                # abort so the client cannot take the truncated body for a whole one.
                 self.conn.abort()
+            else:
+                logger.error("Exception in ASGI application", exc_info=exc)
+                if not self.response_started:
+                    self.conn.send_error(500, "Internal Server Error")
+                else:
+                    self.conn.abort()
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -179,7 +195,8 @@ class RequestCycle:
             conn.write(data)
         if not more_body:
             self.response_complete = True
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
             conn.response_complete(self)
         elif conn.write_paused:
             await conn.drain()
@@ -193,8 +210,7 @@ class RequestCycle:
             response.start(
                 message["status"],
                 message.get("headers", ()),
-                conn.state.header_prefix,
-                conn.state.date_line(),
+                conn.state.default_headers,
             )
         except ResponseError as exc:
             self._fail(str(exc))

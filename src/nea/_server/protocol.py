@@ -67,7 +67,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
-        self.state.add_connection(self)
+        self.state.connections.add(self)
         if self.state.shutting_down:
             self.close()
             return
@@ -97,8 +97,10 @@ class HTTPProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._failed:
             return
-        if self._timer is not None and self.cycle is None:
-            self._cancel_timer()
+        timer = self._timer
+        if timer is not None and self.cycle is None:
+            timer.cancel()
+            self._timer = None
         try:
             events = self.parser.feed(data)
         except ProtocolError as exc:
@@ -116,12 +118,19 @@ class HTTPProtocol(asyncio.Protocol):
                 self._on_head(event)  # type: ignore[arg-type]
         if self.cycle is None and self._timer is None and self.parser.head_pending:
             self._arm_timer(self.state.timeout_request_headers)
-        self._update_reading()
+        receiving = self.receiving
+        if (
+            self.pipeline
+            or self._read_paused
+            or (receiving is not None and receiving.buffered_body_bytes > BODY_HIGH_WATER_BYTES)
+        ):
+            self._update_reading()
 
     # request routing ----------------------------------------------------------------------
 
     def _on_head(self, head: RequestHead) -> None:
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         state = self.state
         if head.upgrade:
             _warn_upgrade_once()
@@ -129,12 +138,7 @@ class HTTPProtocol(asyncio.Protocol):
         if state.proxies is not None:
             client, scheme = apply_proxy_headers(head, client, scheme, state.proxies)
         scope = build_scope(
-            head,
-            scheme=scheme,
-            client=client,
-            server=self.server,
-            root_path=state.root_path,
-            state=state.lifespan_state,
+            head, scheme, client, self.server, state.root_path, state.lifespan_state
         )
         cycle = RequestCycle(self, head, scope)
         self.receiving = cycle
@@ -145,9 +149,10 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
-        self.state.on_request()
-        task = self.loop.create_task(cycle.run())
-        self.state.add_task(task)
+        state = self.state
+        if state.on_request is not None:
+            state.on_request()
+        state.add_task(self.loop.create_task(cycle.run()))
 
     def body_consumed(self, cycle: RequestCycle) -> None:
         if self._read_paused:
@@ -187,7 +192,7 @@ class HTTPProtocol(asyncio.Protocol):
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle when its last body chunk is written."""
         state = self.state
-        if state.access_log_enabled():
+        if state.access_log:
             head = cycle.head
             log_access(
                 cycle.scope["client"],
@@ -196,6 +201,7 @@ class HTTPProtocol(asyncio.Protocol):
                 head.http_version,
                 cycle.response.status,
                 time.perf_counter() - cycle.started_at,
+                cycle.peak(),
             )
         keep_alive = cycle.response.keep_alive and not state.shutting_down
         if not cycle.body_complete and cycle.head.expect_continue and not cycle.continue_sent:
@@ -213,7 +219,7 @@ class HTTPProtocol(asyncio.Protocol):
         elif self.parser.head_pending:
             self._arm_timer(state.timeout_request_headers)
         else:
-            self._arm_timer(state.timeout_keep_alive)
+            self._timer = self.loop.call_later(state.timeout_keep_alive, self._on_timeout)
 
     # errors and closing -------------------------------------------------------------------
 
@@ -244,11 +250,17 @@ class HTTPProtocol(asyncio.Protocol):
         if self._closed:
             return
         state = self.state
-        self.write(error_response(status, reason, state.header_prefix, state.date_line()))
-        if state.access_log_enabled() and self.cycle is not None:
+        self.write(error_response(status, reason, state.default_headers))
+        if state.access_log and self.cycle is not None:
             head = self.cycle.head
             log_access(
-                self.cycle.scope["client"], head.method, head.target, head.http_version, status, 0.0
+                self.cycle.scope["client"],
+                head.method,
+                head.target,
+                head.http_version,
+                status,
+                time.perf_counter() - self.cycle.started_at,
+                self.cycle.peak(),
             )
         self.close()
 
