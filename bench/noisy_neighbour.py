@@ -75,7 +75,7 @@ class Result:
     peak_rss_bytes: int = 0
     alive: bool = False
     exit_note: str = ""
-    plan_line: str = ""
+    plan_lines: list[str] = field(default_factory=list)
     log_tail: list[str] = field(default_factory=list)
 
     @property
@@ -335,7 +335,9 @@ def run_one(name: str, args: argparse.Namespace, cap: int, log_dir: Path) -> Res
     with running_server(name, args, cap, log_path) as (process, port):
         asyncio.run(drive(process, port, args, result))
     log = log_path.read_text(errors="replace").splitlines()
-    result.plan_line = next((line.strip() for line in log if "memory plan" in line), "")
+    result.plan_lines = [
+        line.strip() for line in log if "memory plan:" in line or "memory limit:" in line
+    ]
     if not result.alive:
         result.log_tail = log[-5:]
     return result
@@ -423,8 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in servers:
             print(f"\n== {name}", flush=True)
             result = run_one(name, args, cap, Path(log_dir))
-            if result.plan_line:
-                print(f"   {result.plan_line}")
+            for line in result.plan_lines:
+                print(f"   {line}")
             for label, value in summary(result, cap).items():
                 print(f"   {label}: {value}")
             for line in result.log_tail:
