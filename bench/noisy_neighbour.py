@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import platform
 import re
 import resource
 import shutil
@@ -404,6 +405,22 @@ def print_table(results: list[Result], cap: int) -> None:
         print(f"{label.ljust(label_width)} | {cells}")
 
 
+def describe_machine() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    packages = ", ".join(installed(name) for name in ("nea", "uvicorn", "uvloop", "httptools"))
+    return (
+        f"Python {platform.python_version()} on {platform.system()} {platform.release()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {packages}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
@@ -420,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.baseline} baseline = {format_mib(plan)}; cap {format_mib(cap)} "
         "(nea: --memory-limit, uvicorn: RLIMIT_DATA)"
     )
+    print(describe_machine())
     results = []
     with tempfile.TemporaryDirectory(prefix="nea-noisy-") as log_dir:
         for name in servers:
