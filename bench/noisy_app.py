@@ -12,10 +12,10 @@ A plain ASGI app, so every server runs exactly the same code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -26,7 +26,7 @@ HOG_STEP_BYTES = 1024 * 1024
 HOG_TARGET_BYTES = 2 * 1024**3
 
 
-async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return

@@ -33,7 +33,7 @@ at all gets ``400``. It is a plain ASGI app with no dependencies.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 # Nea's kb is decimal: 1 kb = 1000 bytes.
@@ -45,8 +45,8 @@ PORT = 8080
 MAX_KB = sys.maxsize // KB_BYTES
 TEXT_PLAIN = "text/plain; charset=utf-8"
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
