@@ -1,9 +1,9 @@
 """Helpers for the example tests: load an example by path, serve an app on a real socket.
 
-Tests marked ``needs_integration`` run an example under the real ``nea.Server`` with
-budgets; they need the server ([1/5]), the meter ([2/5]) and admission ([3/5]) merged
-and are expected to fail until then. Everything else runs against any ASGI app through
-``httpx.ASGITransport`` or uvicorn.
+Tests marked ``needs_integration`` run an example under the real ``nea.Server`` (or the
+``nea`` CLI) with budgets: they need the server ([1/5]), the meter ([2/5]) and admission
+([3/5]) together, as on this branch once those are merged. Everything else runs against
+any ASGI app through ``httpx.ASGITransport`` or uvicorn.
 """
 
 from __future__ import annotations
