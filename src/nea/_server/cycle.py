@@ -113,7 +113,12 @@ class RequestCycle:
         state = self.conn.state
         try:
             await state.admission.admit(
-                state.app, self.scope, self.receive, self.send, on_budget=self._set_budget
+                state.app,
+                self.scope,
+                self.receive,
+                self.send,
+                on_budget=self._set_budget,
+                wait_disconnect=self.wait_disconnect,
             )
         except asyncio.CancelledError:
             self.conn.abort()
@@ -142,6 +147,12 @@ class RequestCycle:
                 if not self.disconnected:
                     logger.error("ASGI callable returned without completing the response")
                 self.conn.abort()
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client is gone, without reading the body (admission uses it to
+        drop a queued request whose client left, and to send no ``100 Continue`` then)."""
+        while not self.disconnected:
+            await self._wait()
 
     async def receive(self) -> Message:
         if self._last_body_sent:
