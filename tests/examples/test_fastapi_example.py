@@ -9,7 +9,8 @@ from types import ModuleType
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import load_example, nea_server
+
+from .helpers import load_example, nea_server
 
 OUT_OF_MEMORY = "Internal Server Error: Out of Memory"
 

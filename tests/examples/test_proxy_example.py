@@ -12,8 +12,9 @@ from types import ModuleType
 
 import httpx
 import pytest
-from conftest import EXAMPLES_DIR, load_example, nea_server, uvicorn_server
 from starlette.applications import Starlette
+
+from .helpers import EXAMPLES_DIR, load_example, nea_server, uvicorn_server
 
 UPSTREAM = "http://upstream.test/data"
 

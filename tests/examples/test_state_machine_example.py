@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import load_example, nea_server, uvicorn_server
+
+from .helpers import load_example, nea_server, uvicorn_server
 
 
 @pytest.fixture(scope="module")

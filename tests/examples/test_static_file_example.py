@@ -7,7 +7,8 @@ from types import ModuleType
 
 import httpx
 import pytest
-from conftest import EXAMPLES_DIR, load_example, nea_server
+
+from .helpers import EXAMPLES_DIR, load_example, nea_server
 
 PYPROJECT = EXAMPLES_DIR.parent / "pyproject.toml"
 
