@@ -192,3 +192,23 @@ async def test_every_request_at_the_edge_of_the_budget_gets_a_whole_answer(
     access_lines = [r.getMessage() for r in caplog.records if r.name == "nea.access"]
     for kb in sizes:
         assert any(f'"GET /{kb} HTTP/1.1"' in line for line in access_lines), f"/{kb}: no log"
+
+
+@pytest.mark.asyncio
+async def test_the_budget_sees_every_allocated_byte(oom: ModuleType) -> None:
+    """N kb are really allocated inside the request (not, e.g., a lazily sized view)."""
+    import nea
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/300", "headers": []}
+    with nea.budget("4MiB") as request_budget:
+        await oom.app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert 300 * 1000 <= request_budget.peak < 300 * 1000 + 16 * 1024
