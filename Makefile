@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/nea --app-dir examples hello:app --port $(PORT)
+	$(BIN)/nea --app-dir examples oom:app --port $(PORT) --budget 512KiB
 
 lint: setup
 	$(BIN)/ruff check src tests examples bench
