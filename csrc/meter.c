@@ -144,9 +144,11 @@ static NEA_INLINE int block_reserve(void)
     return block_grow();
 }
 
-static NEA_COLD int block_grow(void)
+#define NEA_MIN_TABLE_BITS 12
+
+/* Rehash into a table of 2^bits entries (libc memory, never the hooked domains). */
+static NEA_COLD int block_resize(unsigned bits)
 {
-    unsigned bits = M.block_cap ? M.block_bits + 1 : 12;
     size_t cap = (size_t)1 << bits;
     block_entry *table = calloc(cap, sizeof(block_entry));
     if (table == NULL)
@@ -159,6 +161,23 @@ static NEA_COLD int block_grow(void)
     M.block_cap = cap;
     M.block_bits = bits;
     return 0;
+}
+
+static NEA_COLD int block_grow(void)
+{
+    return block_resize(M.block_cap ? M.block_bits + 1 : NEA_MIN_TABLE_BITS);
+}
+
+/* After a spike (a request that held many blocks), give the memory back: shrink while the
+ * table is at most 1/8 full, to 1/4 full. Called when a budget closes. */
+static void block_maybe_shrink(void)
+{
+    if (M.block_bits <= NEA_MIN_TABLE_BITS || M.block_count * 8 > M.block_cap)
+        return;
+    unsigned bits = M.block_bits;
+    while (bits > NEA_MIN_TABLE_BITS && M.block_count * 4 <= ((size_t)1 << (bits - 1)))
+        bits--;
+    (void)block_resize(bits); /* on failure the big table simply stays */
 }
 
 /* Remove the entry at `e` with backward-shift deletion (no tombstones). */
@@ -724,6 +743,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
         slot_release(idx);
     }
     release_dead_forwarders();
+    block_maybe_shrink();
     return 0;
 }
 

@@ -348,3 +348,12 @@ def test_register_loop_frame_rejects_non_functions(native: str) -> None:
     with pytest.raises(TypeError, match="Python function"):
         register_loop_frame(len)
     assert asyncio.events.Handle._run.__code__ in dispatch_codes()
+
+
+def test_the_block_table_shrinks_after_a_spike(native: str) -> None:
+    ext = _meter_ext()
+    with budget("256MiB"):
+        spike = [object() for _ in range(200_000)]
+        assert ext.table_info()["capacity"] >= 400_000
+        del spike
+    assert ext.table_info()["capacity"] <= 65536
