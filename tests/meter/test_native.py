@@ -357,3 +357,16 @@ def test_the_block_table_shrinks_after_a_spike(native: str) -> None:
         assert ext.table_info()["capacity"] >= 400_000
         del spike
     assert ext.table_info()["capacity"] <= 65536
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_in_a_worker_thread_trips_the_budget(native: str) -> None:
+    def hog() -> bytearray:
+        return bytearray(64 * MiB)
+
+    with pytest.raises(BudgetExceeded) as info:
+        async with budget("8MiB") as b:
+            await anyio.to_thread.run_sync(hog)
+    assert b.tripped
+    assert str(b.statistics().refused_at).endswith("in hog")
+    assert isinstance(info.value.__cause__, MemoryError)
