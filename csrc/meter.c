@@ -456,7 +456,12 @@ static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx,
         return NULL;
     /* The previous allocator never calls into our hooks, so the reservation holds. */
     tracked_add(p, size, idx, gen);
-    charge(s, size);
+    /* Look the slot up again: a refusal check that let the allocation through (loop
+     * machinery) walked frames, which can run the GC and finalizers that close or open
+     * budgets (and move the slot array). */
+    s = slot_at(idx, gen);
+    if (s != NULL)
+        charge(s, size);
     return p;
 }
 
@@ -562,7 +567,9 @@ static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
     if (e != NULL)
         block_delete(e);
     tracked_add(p, new_size, idx, gen);
-    charge(s, new_size);
+    s = slot_at(idx, gen); /* again: see charged_alloc */
+    if (s != NULL)
+        charge(s, new_size);
     return p;
 }
 
@@ -645,9 +652,11 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
         }
         i = M.slot_used++;
         M.slots[i].gen = 0;
+        M.slots[i].refused_code = NULL;
     }
     nea_slot *s = &M.slots[i];
     uint64_t g = s->gen;
+    Py_CLEAR(s->refused_code); /* normally NULL already (cleared at release) */
     memset(s, 0, sizeof(*s));
     s->gen = g;
     s->limit = limit;
