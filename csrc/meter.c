@@ -273,13 +273,18 @@ static int made_by_loop(PyObject **code, int *line)
  * the first refused site; or, when the loop's machinery makes it, let it through (0). */
 static NEA_COLD int refuse(nea_slot *t, size_t size)
 {
+    uint32_t idx = (uint32_t)(t - M.slots);
+    uint64_t gen = t->gen;
     int saved = in_hook;
     in_hook = 1; /* the frame walk may allocate: forward those uncharged */
     int line = 0;
     PyObject *code = NULL;
     int loop = made_by_loop(&code, &line);
     in_hook = saved;
-    if (loop) {
+    /* The walk can run the GC and finalizers, which may close this budget or open others
+     * (moving the slot array): find the slot again. */
+    t = slot_at(idx, gen);
+    if (loop || t == NULL || t->state != NEA_SLOT_OPEN) {
         Py_XDECREF(code);
         return 0;
     }
