@@ -399,3 +399,17 @@ def test_a_refusal_survives_the_gc_opening_budgets_meanwhile(native: str) -> Non
     assert opened > 0  # the GC did run inside the block
     assert b.tripped
     assert str(b.statistics().refused_at).endswith("in allocate")
+
+
+def test_dense_small_objects_do_not_cluster_the_block_table(native: str) -> None:
+    # pymalloc packs 16-byte objects densely; the locality-preserving hash must keep
+    # linear probing's clusters short anyway.
+    ext = _meter_ext()
+    with budget("1GiB"):
+        dense = [object() for _ in range(200_000)]
+        mixed = [(object(), str(i), [i], b"x" * (i % 300)) for i in range(50_000)]
+        info = ext.table_info()
+        del dense, mixed
+    assert info["blocks"] > 250_000
+    assert info["displacement_total"] / info["blocks"] < 2
+    assert info["displacement_max"] < 512
