@@ -17,6 +17,7 @@
  */
 #include "meter.h"
 #include "blocks.h"
+#include "region.h"
 
 #if PY_VERSION_HEX < 0x030B0000
 #include <frameobject.h> /* PyFrame_GetBack on 3.10 */
@@ -309,14 +310,11 @@ int nea_meter_set_current(PyObject *value)
 
 /* ---- hooks ------------------------------------------------------------------------- */
 
-static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
-                           size_t nelem, size_t elsize, int zero)
+/* Table path: allocate from the previous allocator and record the block. */
+static void *table_alloc(domain_hook *d, uint32_t idx, uint64_t gen, size_t nelem,
+                         size_t elsize, size_t size, int zero)
 {
-    size_t size;
-    if (elsize != 0 && nelem > SIZE_MAX / elsize)
-        return NULL;
-    size = nelem * elsize;
-    if (over_limit(s, size) || nea_block_reserve() < 0)
+    if (nea_block_reserve() < 0)
         return NULL;
     void *p = zero ? d->prev.calloc(d->prev.ctx, nelem, elsize)
                    : d->prev.malloc(d->prev.ctx, size);
@@ -324,10 +322,34 @@ static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx,
         return NULL;
     /* The previous allocator never calls into our hooks, so the reservation holds. */
     tracked_add(p, size, idx, gen);
+    return p;
+}
+
+static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
+                           size_t nelem, size_t elsize, int zero)
+{
+    size_t size;
+    if (elsize != 0 && nelem > SIZE_MAX / elsize)
+        return NULL;
+    size = nelem * elsize;
+    if (over_limit(s, size))
+        return NULL;
     /* Look the slot up again: a refusal check that let the allocation through (loop
      * machinery) walked frames, which can run the GC and finalizers that close or open
      * budgets (and move the slot array). */
     s = slot_at(idx, gen);
+    void *p = NULL;
+    if (NEA_LIKELY(s != NULL && s->region != RG_NONE)) {
+        p = nea_rg_alloc(&nea_region.slots[s->region], size);
+        if (p != NULL && zero)
+            memset(p, 0, size);
+    }
+    if (p == NULL) {
+        p = table_alloc(d, idx, gen, nelem, elsize, size, zero);
+        if (p == NULL)
+            return NULL;
+        s = slot_at(idx, gen);
+    }
     if (s != NULL)
         charge(s, size);
     return p;
@@ -359,9 +381,21 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     return charged_alloc(d, s, idx, gen, nelem, elsize, 1);
 }
 
+/* Free a region block and un-charge its owner (nobody, when it escaped its budget). */
+static NEA_INLINE void region_free(void *ptr)
+{
+    size_t size;
+    uint64_t owner = nea_rg_free(ptr, &size);
+    uncharge(owner, size);
+}
+
 static void hook_free(void *ctx, void *ptr)
 {
     domain_hook *d = ctx;
+    if (nea_region_contains(ptr)) {
+        region_free(ptr);
+        return;
+    }
     if (ptr != NULL && nea_blocks.count != 0) {
         block_entry *e = nea_block_find((uintptr_t)ptr);
         if (e != NULL) {
@@ -370,6 +404,59 @@ static void hook_free(void *ctx, void *ptr)
         }
     }
     d->prev.free(d->prev.ctx, ptr);
+}
+
+/* A new block of `size` for the budget (idx, gen) (its slot `s`), from its region slot when
+ * it has one and can serve it, else from the table path. Not charged yet: the caller
+ * charges it once the old block is gone (so a move never counts both at once). */
+static void *new_block(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen, size_t size)
+{
+    void *p = s->region != RG_NONE ? nea_rg_alloc(&nea_region.slots[s->region], size) : NULL;
+    return p != NULL ? p : table_alloc(d, idx, gen, size, 1, size, 0);
+}
+
+/* Resize a region block. Its owner, when still open, keeps it and is charged the
+ * difference (in place when the block stays in its class or is the run at the top of its
+ * slot, else moved within the owner's slot or to the table path). A block that escaped
+ * its budget is moved out: into the current budget (charged in full), or to the previous
+ * allocator, uncharged, outside any budget. */
+static void *region_realloc(domain_hook *d, void *ptr, size_t new_size)
+{
+    uint64_t owner = nea_rg_page(ptr)->owner;
+    size_t old = nea_rg_size(ptr);
+    uint32_t idx = OWNER_IDX(owner);
+    uint64_t gen = OWNER_GEN(owner);
+    nea_slot *s = slot_at(idx, gen);
+    void *p;
+    if (s != NULL && s->state == NEA_SLOT_OPEN) {
+        if (new_size > old && !M.disabled && !in_hook && over_limit(s, new_size - old))
+            return NULL;
+        s = slot_at(idx, gen); /* again: see charged_alloc */
+        if (s != NULL && nea_rg_resize_in_place(ptr, new_size)) {
+            uncharge(owner, old);
+            charge(s, new_size);
+            return ptr;
+        }
+        p = s != NULL ? new_block(d, s, idx, gen, new_size) : d->prev.malloc(d->prev.ctx, new_size);
+    }
+    else {
+        s = current_slot(&idx, &gen);
+        if (NEA_UNLIKELY(s == &fail_closed_slot))
+            return NULL;
+        if (s == NULL)
+            p = d->prev.malloc(d->prev.ctx, new_size);
+        else if (over_limit(s, new_size) || (s = slot_at(idx, gen)) == NULL)
+            return NULL;
+        else
+            p = new_block(d, s, idx, gen, new_size);
+    }
+    if (p == NULL)
+        return NULL;
+    memcpy(p, ptr, old < new_size ? old : new_size);
+    region_free(ptr); /* un-charges the owner (nobody, for an escaped block) */
+    if (s != NULL && (s = slot_at(idx, gen)) != NULL)
+        charge(s, new_size);
+    return p;
 }
 
 /* Realloc of a recorded block whose owner chain still exists: the owner keeps the block
@@ -403,6 +490,8 @@ static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
     domain_hook *d = ctx;
     if (ptr == NULL)
         return hook_malloc(ctx, new_size);
+    if (nea_region_contains(ptr))
+        return region_realloc(d, ptr, new_size);
     block_entry *e = nea_blocks.count != 0 ? nea_block_find((uintptr_t)ptr) : NULL;
     if (e != NULL && slot_at(OWNER_IDX(e->owner), OWNER_GEN(e->owner)) != NULL) {
         block_entry saved = *e;
@@ -536,6 +625,9 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
         s->parent_gen = parent->gen;
     }
     s->next_free = NEA_NO_SLOT;
+    /* Only outermost budgets are served from the region: a page names one owner, and an
+     * inner budget's blocks must un-charge the inner budget too (the table path does). */
+    s->region = s->parent == NEA_NO_SLOT ? nea_region_acquire(OWNER(i, g)) : RG_NONE;
     M.open_count++;
     *idx = i;
     *gen = g;
@@ -609,6 +701,10 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
     nea_slot *s = slot_at(idx, gen);
     if (s == NULL || s->state != NEA_SLOT_OPEN)
         return -1;
+    if (s->region != RG_NONE) {
+        nea_region_close(s->region); /* its live blocks become earlier holders' (retained) */
+        s->region = RG_NONE;
+    }
     fill_report(s, out);
     out->retained = s->live;
     M.open_count--;
@@ -634,4 +730,27 @@ PyObject *nea_meter_table_info(void)
                          M.forward_count, "installed", nea_meter_installed(), "slow_lookups",
                          (unsigned long long)slow_lookups, "displacement_total", total,
                          "displacement_max", worst);
+}
+
+void nea_meter_region_enable(int on) { nea_region.enabled = on; }
+
+void nea_meter_region_allow(int ok) { nea_region.allowed = ok; }
+
+PyObject *nea_meter_region_info(void)
+{
+    unsigned long long top = 0, pinned = 0, touched = 0;
+    for (uint32_t i = 0; i < nea_region.nslots; i++) {
+        top += nea_region.slots[i].top;
+        pinned += nea_region.slots[i].pinned;
+        touched += nea_region.slots[i].touched;
+    }
+    return Py_BuildValue(
+        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "enabled",
+        nea_region.enabled, "allowed", nea_region.allowed, "slots", nea_region.nslots,
+        "slot_bytes", (Py_ssize_t)nea_region.stride, "mapped", (Py_ssize_t)nea_region.span,
+        "held", nea_region.held, "pages_carved", top, "pinned_runs", pinned, "pages_touched",
+        touched, "fast_resets", (unsigned long long)nea_region.fast_resets, "scan_resets",
+        (unsigned long long)nea_region.scan_resets, "fallbacks",
+        (unsigned long long)nea_region.fallbacks, "served",
+        (unsigned long long)nea_region.served, "page_bytes", (Py_ssize_t)RG_PAGE);
 }

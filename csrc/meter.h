@@ -47,6 +47,7 @@ typedef struct {
     uint32_t parent;          /* enclosing budget at open time, or NEA_NO_SLOT */
     uint64_t parent_gen;
     uint32_t next_free;
+    uint32_t region;          /* region slot held (outermost budgets), or RG_NONE */
     uint8_t state;
     uint8_t tripped;
 } nea_slot;
@@ -87,4 +88,10 @@ int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out);
 /* Close an open budget; fills `out` with its final numbers. */
 int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out);
 PyObject *nea_meter_table_info(void);
+/* Serve outermost budgets from the region (1) or the block table only (0). */
+void nea_meter_region_enable(int on);
+/* 0 while the allocators below ours are tracemalloc's: its stop() would unhook us, and a
+ * region block freed through pymalloc must never happen. */
+void nea_meter_region_allow(int ok);
+PyObject *nea_meter_region_info(void);
 #endif

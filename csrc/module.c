@@ -6,6 +6,7 @@
  * module refuses to load in subinterpreters with their own GIL.
  */
 #include "meter.h"
+#include "region.h"
 
 /* ---- Handle ------------------------------------------------------------------------ */
 
@@ -253,6 +254,61 @@ static PyObject *meter_alloc_free_loop(PyObject *Py_UNUSED(m), PyObject *const *
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_region_configure(PyObject *Py_UNUSED(m), PyObject *const *args,
+                                        Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "region_configure(slots, slot_bytes, prefault)");
+        return NULL;
+    }
+    size_t slots = PyLong_AsSize_t(args[0]);
+    if (slots == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    size_t slot_bytes = PyLong_AsSize_t(args[1]);
+    if (slot_bytes == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    int prefault = PyObject_IsTrue(args[2]);
+    if (prefault < 0)
+        return NULL;
+    if (slots == 0 || slots > NEA_MAX_SLOTS || slot_bytes == 0) {
+        PyErr_Format(PyExc_ValueError, "region_configure: expected 1..%u slots of at least "
+                     "1 byte, got %zu slots of %zu bytes", NEA_MAX_SLOTS, slots, slot_bytes);
+        return NULL;
+    }
+    int rc = nea_region_configure((uint32_t)slots, slot_bytes, prefault);
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *meter_region_enable(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    nea_meter_region_enable(on);
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_region_allow(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int ok = PyObject_IsTrue(arg);
+    if (ok < 0)
+        return NULL;
+    nea_meter_region_allow(ok);
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_region_release(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return PyLong_FromSize_t(nea_region_release());
+}
+
+static PyObject *meter_region_info(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return nea_meter_region_info();
+}
+
 static PyMethodDef meter_methods[] = {
     {"install", meter_install, METH_NOARGS, "Hook the MEM and OBJ allocator domains."},
     {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
@@ -268,6 +324,16 @@ static PyMethodDef meter_methods[] = {
     {"table_info", meter_table_info, METH_NOARGS, "Sizes of the meter's tables."},
     {"alloc_free_loop", (PyCFunction)(void (*)(void))meter_alloc_free_loop, METH_FASTCALL,
      "alloc_free_loop(n, size): n PyObject_Malloc/Free pairs (benchmarks)."},
+    {"region_configure", (PyCFunction)(void (*)(void))meter_region_configure, METH_FASTCALL,
+     "region_configure(slots, slot_bytes, prefault): map the region; False when a region "
+     "with live blocks is kept instead."},
+    {"region_enable", meter_region_enable, METH_O,
+     "region_enable(on): serve outermost budgets from the region (True) or not."},
+    {"region_allow", meter_region_allow, METH_O,
+     "region_allow(ok): False while tracemalloc's allocators are below the meter's."},
+    {"region_release", meter_region_release, METH_NOARGS,
+     "region_release(): give free slots' pages back to the OS; returns the bytes."},
+    {"region_info", meter_region_info, METH_NOARGS, "The region's geometry and counters."},
     {NULL, NULL, 0, NULL},
 };
 

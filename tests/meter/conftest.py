@@ -1,6 +1,8 @@
 """Fixtures selecting the meter under test.
 
-``meter`` runs a test against both meters. The native meter's tests fail (instead of
+``meter`` runs a test against both meters, the native one twice: with the region (outermost
+budgets served from it) and with the block table only. ``native`` runs it against the
+native meter, region on and off; ``native_table`` with the block table only. The native meter's tests fail (instead of
 skipping) when ``NEA_REQUIRE_NATIVE=1`` and the extension is missing, so CI cannot pass
 without the C extension.
 """
@@ -9,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from nea.meter import _select
+from nea.meter import _region, _select
 
 
 def _require(name: str) -> None:
@@ -22,22 +25,38 @@ def _require(name: str) -> None:
         pytest.skip("the C extension nea._meter is not built for this interpreter")
 
 
-@pytest.fixture(params=["native", "tracemalloc"])
-def meter(request: pytest.FixtureRequest) -> Iterator[str]:
-    name: str = request.param
+@contextmanager
+def _using(name: str, *, region: bool) -> Iterator[str]:
     _require(name)
     previous = _select.use_meter(name)
+    was = _region.set_enabled(region)
     try:
         yield name
     finally:
+        _region.set_enabled(was)
         _select.restore_meter(previous)
+
+
+@pytest.fixture(params=["native", "native-table", "tracemalloc"])
+def meter(request: pytest.FixtureRequest) -> Iterator[str]:
+    param: str = request.param
+    with _using(param.removesuffix("-table"), region=param == "native") as name:
+        yield name
+
+
+@pytest.fixture(params=["region", "table"])
+def native(request: pytest.FixtureRequest) -> Iterator[str]:
+    with _using("native", region=request.param == "region") as name:
+        yield name
 
 
 @pytest.fixture
-def native() -> Iterator[str]:
-    _require("native")
-    previous = _select.use_meter("native")
-    try:
-        yield "native"
-    finally:
-        _select.restore_meter(previous)
+def native_table() -> Iterator[str]:
+    with _using("native", region=False) as name:
+        yield name
+
+
+@pytest.fixture
+def native_region() -> Iterator[str]:
+    with _using("native", region=True) as name:
+        yield name

@@ -350,7 +350,7 @@ def test_register_loop_frame_rejects_non_functions(native: str) -> None:
     assert asyncio.events.Handle._run.__code__ in dispatch_codes()
 
 
-def test_the_block_table_shrinks_after_a_spike(native: str) -> None:
+def test_the_block_table_shrinks_after_a_spike(native_table: str) -> None:
     ext = _meter_ext()
     with budget("256MiB"):
         spike = [object() for _ in range(200_000)]
@@ -401,7 +401,7 @@ def test_a_refusal_survives_the_gc_opening_budgets_meanwhile(native: str) -> Non
     assert str(b.statistics().refused_at).endswith("in allocate")
 
 
-def test_dense_small_objects_do_not_cluster_the_block_table(native: str) -> None:
+def test_dense_small_objects_do_not_cluster_the_block_table(native_table: str) -> None:
     # pymalloc packs 16-byte objects densely; the locality-preserving hash must keep
     # linear probing's clusters short anyway.
     ext = _meter_ext()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +51,9 @@ class NativeMeter:
         self._ext = _meter
         self.var: ContextVar[Any] = _meter.current
         self._installed_once = False
+        from nea.meter._region import env_mode
+
+        _meter.region_enable(env_mode() == "on")
         # The C hook caches the current budget; only this setter keeps that cache right.
         self.set_current = _meter.set_current
 
@@ -65,6 +69,10 @@ class NativeMeter:
 
         first = not self._installed_once
         self._ext.install()
+        # With tracemalloc's hooks below ours, its stop() would unhook the meter and a
+        # region block could then be freed by pymalloc: no region while that can happen.
+        tracing = "tracemalloc" in sys.modules and sys.modules["tracemalloc"].is_tracing()
+        self._ext.region_allow(not tracing)
         exempt_imports(self.var, self._ext.set_current)
         self._push_loop_frames()
         if first:

@@ -1,0 +1,362 @@
+/* region.c: mapping, page carving, resets and release of the meter's region (region.h).
+ *
+ * Owns: the mapping (mmap, never unmapped while any of its blocks may be alive), the
+ * slots' bookkeeping (libc calloc), and the slow paths of the slot allocator. Must not call
+ * Python and must not allocate through the hooked domains.
+ */
+#include "region.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
+
+/* Without a server (middleware, tests, plain nea.budget()), the region is mapped on the
+ * first budget with this geometry: 16 slots of 64 MiB of address space, touched only as
+ * budgets use it. */
+#define RG_DEFAULT_SLOTS 16u
+#define RG_DEFAULT_SLOT_BYTES ((size_t)64 << 20)
+
+rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
+
+/* Classes: 16-byte steps to 512, then 64 to 1 KiB, 128 to 2 KiB, 256 to 4 KiB (the
+ * rounding waste stays under 1/8 of a block past 512 bytes). */
+uint32_t nea_rg_class_size[RG_NCLASS + 1];
+uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4];
+
+static void init_classes(void)
+{
+    if (nea_rg_class_size[1] != 0)
+        return;
+    uint8_t *of = nea_rg_class_of;
+    unsigned c = 0;
+    uint32_t size = 0;
+    while (size < RG_SMALL_MAX) {
+        uint32_t step = size < 512 ? 16 : size < 1024 ? 64 : size < 2048 ? 128 : 256;
+        size += step;
+        nea_rg_class_size[++c] = size;
+    }
+    c = 1;
+    for (unsigned i = 0; i < (RG_SMALL_MAX >> 4); i++) {
+        while (nea_rg_class_size[c] < (i + 1) * 16)
+            c++;
+        of[i] = (uint8_t)c;
+    }
+}
+
+static rg_page *page_at(rg_slot *rs, uint32_t i)
+{
+    return (rg_page *)(rs->start + ((size_t)i << RG_PAGE_SHIFT));
+}
+
+static uint32_t page_index(rg_slot *rs, rg_page *pg)
+{
+    return (uint32_t)(((char *)pg - rs->start) >> RG_PAGE_SHIFT);
+}
+
+/* A run of n pages: first fit on the free-run list (split from its tail), else from top. */
+static rg_page *take_run(rg_slot *rs, uint32_t n)
+{
+    for (rg_page **link = &rs->runs; *link != NULL; link = &(*link)->next) {
+        rg_page *run = *link;
+        if (run->npages < n)
+            continue;
+        if (run->npages == n) {
+            *link = run->next;
+            return run;
+        }
+        run->npages -= n;
+        return page_at(rs, page_index(rs, run) + run->npages);
+    }
+    if (n > nea_region.pages - rs->top)
+        return NULL;
+    rg_page *pg = page_at(rs, rs->top);
+    rs->top += n;
+    if (rs->top > rs->touched)
+        rs->touched = rs->top;
+    return pg;
+}
+
+static void init_run(rg_slot *rs, rg_page *pg, uint32_t n, uint16_t cls)
+{
+    pg->owner = rs->owner;
+    pg->next = NULL;
+    pg->size = 0;
+    pg->slot = (uint32_t)(rs - nea_region.slots);
+    pg->npages = n;
+    pg->live = 0;
+    pg->cls = cls;
+}
+
+char *nea_rg_new_page(rg_slot *rs, unsigned c)
+{
+    rg_page *pg = take_run(rs, 1);
+    if (pg == NULL) {
+        nea_region.fallbacks++;
+        return NULL;
+    }
+    init_run(rs, pg, 1, (uint16_t)c);
+    rg_class *k = &rs->cls[c];
+    char *first = (char *)pg + RG_HDR;
+    k->bump = first + nea_rg_class_size[c];
+    k->limit = (char *)pg + RG_PAGE;
+    return first;
+}
+
+static uint32_t pages_for(size_t size)
+{
+    size_t n = (size + RG_LARGE_HDR + RG_PAGE_MASK) >> RG_PAGE_SHIFT;
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+void *nea_rg_alloc_large(rg_slot *rs, size_t size)
+{
+    if (size > (size_t)nea_region.pages << RG_PAGE_SHIFT) {
+        nea_region.fallbacks++;
+        return NULL;
+    }
+    uint32_t n = pages_for(size);
+    rg_page *pg = take_run(rs, n);
+    if (pg == NULL) {
+        nea_region.fallbacks++;
+        return NULL;
+    }
+    init_run(rs, pg, n, 0);
+    pg->size = size;
+    pg->live = 1;
+    rs->live_blocks++;
+    return (char *)pg + RG_LARGE_HDR;
+}
+
+/* A large run of the holder was freed: give its pages back to top when it ends there,
+ * else put it on the free-run list (runs are coalesced at the next scan reset). */
+void nea_rg_free_large(rg_slot *rs, rg_page *pg)
+{
+    uint32_t i = page_index(rs, pg);
+    if (i + pg->npages == rs->top) {
+        rs->top = i;
+        return;
+    }
+    pg->cls = RG_FREE_RUN;
+    pg->next = rs->runs;
+    rs->runs = pg;
+}
+
+int nea_rg_resize_in_place(void *p, size_t new_size)
+{
+    rg_page *pg = nea_rg_page(p);
+    rg_slot *rs = &nea_region.slots[pg->slot];
+    if (pg->cls != 0) {
+        if (new_size > RG_SMALL_MAX ||
+            nea_rg_class_of[(new_size ? new_size - 1 : 0) >> 4] != pg->cls)
+            return 0;
+        pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4] = (uint16_t)new_size;
+        return 1;
+    }
+    if (new_size <= RG_SMALL_MAX)
+        return 0; /* a small block belongs in a class page */
+    uint32_t n = pages_for(new_size);
+    uint32_t i = page_index(rs, pg);
+    if (n != pg->npages) {
+        /* Only the run at the top can grow or shrink (bytearray growth, list appends). */
+        if (i + pg->npages != rs->top || n > nea_region.pages - i)
+            return 0;
+        rs->top = i + n;
+        if (rs->top > rs->touched)
+            rs->touched = rs->top;
+        pg->npages = n;
+    }
+    pg->size = new_size;
+    return 1;
+}
+
+/* ---- mapping ----------------------------------------------------------------------- */
+
+static int region_busy(void)
+{
+    for (uint32_t i = 0; i < nea_region.nslots; i++) {
+        rg_slot *rs = &nea_region.slots[i];
+        if (rs->held || rs->pinned != 0 || rs->top != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void unmap(void)
+{
+    if (nea_region.span != 0)
+        munmap(nea_region.base, nea_region.span);
+    free(nea_region.slots);
+    nea_region.slots = NULL;
+    nea_region.base = NULL;
+    nea_region.span = 0;
+    nea_region.nslots = 0;
+    nea_region.free_head = RG_NONE;
+}
+
+/* Touch every page of every slot now, so the resident size is final from the start. */
+static void prefault_all(void)
+{
+    long sys_page = sysconf(_SC_PAGESIZE);
+    size_t step = sys_page > 0 ? (size_t)sys_page : 4096;
+    for (size_t off = 0; off < nea_region.span; off += step)
+        ((volatile char *)nea_region.base)[off] = ((volatile char *)nea_region.base)[off];
+    for (uint32_t i = 0; i < nea_region.nslots; i++)
+        nea_region.slots[i].touched = nea_region.pages;
+}
+
+int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
+{
+    init_classes();
+    size_t stride = (slot_bytes + RG_PAGE_MASK) & ~(size_t)RG_PAGE_MASK;
+    if (stride < RG_PAGE * 4)
+        stride = RG_PAGE * 4;
+    if (nea_region.span != 0) {
+        int same = nea_region.nslots == nslots && nea_region.stride == stride;
+        if (!same && region_busy())
+            return 1; /* blocks may live in it: never unmap */
+        if (same) {
+            if (prefault && !region_busy()) /* never write over live blocks */
+                prefault_all();
+            return 0;
+        }
+        unmap();
+    }
+    if (nslots == 0 || stride > ((size_t)UINT32_MAX << RG_PAGE_SHIFT) ||
+        stride > SIZE_MAX / nslots) {
+        errno = EINVAL;
+        return -1;
+    }
+    rg_slot *slots = calloc(nslots, sizeof(rg_slot));
+    if (slots == NULL)
+        return -1;
+    size_t span = stride * nslots;
+    /* Over-map by a page and trim, so the base is page-aligned for any system page size. */
+    char *raw = mmap(NULL, span + RG_PAGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
+        free(slots);
+        return -1;
+    }
+    char *base = (char *)(((uintptr_t)raw + RG_PAGE_MASK) & ~(uintptr_t)RG_PAGE_MASK);
+    if (base != raw)
+        munmap(raw, (size_t)(base - raw));
+    if (base + span != raw + span + RG_PAGE)
+        munmap(base + span, (size_t)((raw + span + RG_PAGE) - (base + span)));
+    nea_region.base = base;
+    nea_region.span = span;
+    nea_region.stride = stride;
+    nea_region.pages = (uint32_t)(stride >> RG_PAGE_SHIFT);
+    nea_region.nslots = nslots;
+    nea_region.slots = slots;
+    nea_region.held = 0;
+    nea_region.free_head = RG_NONE;
+    for (uint32_t i = nslots; i-- > 0;) { /* slot 0 first */
+        slots[i].start = base + (size_t)i * stride;
+        slots[i].next_free = nea_region.free_head;
+        nea_region.free_head = i;
+    }
+    if (prefault)
+        prefault_all();
+    return 0;
+}
+
+uint32_t nea_region_acquire(uint64_t owner)
+{
+    if (!nea_region.enabled || !nea_region.allowed)
+        return RG_NONE;
+    if (nea_region.span == 0 &&
+        nea_region_configure(RG_DEFAULT_SLOTS, RG_DEFAULT_SLOT_BYTES, 0) != 0) {
+        nea_region.enabled = 0; /* no mapping possible here: the table path serves all */
+        return RG_NONE;
+    }
+    uint32_t r = nea_region.free_head;
+    if (r == RG_NONE)
+        return RG_NONE;
+    rg_slot *rs = &nea_region.slots[r];
+    nea_region.free_head = rs->next_free;
+    rs->next_free = RG_NONE;
+    rs->held = 1;
+    rs->owner = owner;
+    rs->live_blocks = 0;
+    nea_region.held++;
+    nea_region.served++;
+    return r;
+}
+
+/* Blocks of the holder outlived it (or earlier holders' still pin pages): walk the carved
+ * runs, keep those with live blocks (pinned, their owner word now names a closed budget),
+ * coalesce the others into the free-run list, and lower top to the last pinned run. */
+static void scan_reset(rg_slot *rs)
+{
+    rg_page *tail = NULL; /* last free run, for coalescing */
+    uint32_t end = 0, pinned = 0;
+    rs->runs = NULL;
+    for (uint32_t i = 0; i < rs->top;) {
+        rg_page *pg = page_at(rs, i);
+        uint32_t n = pg->npages;
+        if (pg->live != 0) {
+            pinned++;
+            end = i + n;
+            tail = NULL;
+        }
+        else if (tail != NULL) {
+            tail->npages += n;
+        }
+        else {
+            pg->cls = RG_FREE_RUN;
+            pg->next = rs->runs;
+            rs->runs = pg;
+            tail = pg;
+        }
+        i += n;
+    }
+    if (tail != NULL) /* the trailing free run is simply above the new top */
+        rs->runs = tail->next;
+    rs->top = end;
+    rs->pinned = pinned;
+}
+
+void nea_region_close(uint32_t r)
+{
+    rg_slot *rs = &nea_region.slots[r];
+    if (rs->live_blocks == 0 && rs->pinned == 0) {
+        rs->top = 0;
+        rs->runs = NULL;
+        nea_region.fast_resets++;
+    }
+    else {
+        scan_reset(rs);
+        nea_region.scan_resets++;
+    }
+    memset(rs->cls, 0, sizeof(rs->cls));
+    rs->held = 0;
+    rs->owner = 0;
+    rs->live_blocks = 0;
+    nea_region.held--;
+    /* LIFO: the slot just used is the warmest in the caches. */
+    rs->next_free = nea_region.free_head;
+    nea_region.free_head = r;
+}
+
+size_t nea_region_release(void)
+{
+    size_t released = 0;
+    for (uint32_t i = 0; i < nea_region.nslots; i++) {
+        rg_slot *rs = &nea_region.slots[i];
+        if (rs->held || rs->pinned != 0 || rs->top != 0 || rs->touched == 0)
+            continue;
+        size_t bytes = (size_t)rs->touched << RG_PAGE_SHIFT;
+#ifdef MADV_DONTNEED
+        if (madvise(rs->start, bytes, MADV_DONTNEED) != 0)
+            continue;
+#endif
+        rs->touched = 0;
+        released += bytes;
+    }
+    return released;
+}

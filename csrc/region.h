@@ -1,0 +1,187 @@
+/* region.h: the preallocated region of nea's meter (docs/internals/region.md).
+ *
+ * One mapping of `nslots` slots of `stride` bytes, made once (at server start, or lazily on
+ * the first budget). An outermost budget holds one slot while it is open; its allocations
+ * are served from that slot's own small allocator: 16 KiB pages, size classes up to
+ * 4 KiB (one class per page, blocks carved by bumping and recycled through a free list),
+ * page runs for larger blocks. Every page run starts with a header naming the budget that
+ * carved it (its owner word, as in the block table) and, for class pages, the exact
+ * requested size of each block (one uint16 per 16-byte granule), so accounting stays exact.
+ *
+ * A block is recognised as a region block by an address-range check; its page header gives
+ * its size and owner, so frees and resizes never touch the block table.
+ *
+ * Guarded by the GIL like the rest of the meter. Never calls Python, never allocates
+ * through the hooked domains (slot bookkeeping is libc memory, the region is mmap).
+ * The hot paths are inline here; mapping, page carving, resets and release are region.c.
+ */
+#ifndef NEA_REGION_H
+#define NEA_REGION_H
+
+#include "blocks.h" /* NEA_INLINE and friends */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RG_PAGE_SHIFT 14
+#define RG_PAGE ((size_t)1 << RG_PAGE_SHIFT)
+#define RG_PAGE_MASK (RG_PAGE - 1)
+#define RG_META 64                          /* header fields, then the size table */
+#define RG_HDR (RG_META + 2 * (RG_PAGE >> 4)) /* first block of a class page */
+#define RG_LARGE_HDR RG_META                /* a large block starts here in its run */
+#define RG_SMALL_MAX 4096                   /* larger blocks get page runs */
+#define RG_NCLASS 56                        /* classes 1..RG_NCLASS; 0 = large run */
+#define RG_FREE_RUN 0xFFFF                  /* cls of a run on a slot's free-run list */
+#define RG_NONE UINT32_MAX
+
+/* The header at the start of every page run, inside the region. */
+typedef struct rg_page {
+    uint64_t owner;           /* owner word of the budget that carved the run */
+    struct rg_page *next;     /* free-run list link */
+    size_t size;              /* large run: the block's requested size */
+    uint32_t slot;            /* region slot index */
+    uint32_t npages;          /* run length in pages (1 for class pages) */
+    uint32_t live;            /* live blocks in the run */
+    uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
+    uint16_t pad_[1];
+    char pad2_[RG_META - 40];
+    uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
+} rg_page;
+
+typedef struct {
+    char *free;               /* freed blocks of this class (link in the block) */
+    char *bump;               /* next never-used block of the current page */
+    char *limit;              /* bump + class size must stay <= limit */
+} rg_class;
+
+/* One slot's bookkeeping (libc memory). */
+typedef struct {
+    char *start;
+    uint64_t owner;           /* owner word of the holder while held */
+    rg_page *runs;            /* free page runs below top */
+    uint32_t top;             /* pages [0, top) have been carved */
+    uint32_t touched;         /* pages possibly resident (high-water of top since release) */
+    uint32_t live_blocks;     /* the holder's live blocks */
+    uint32_t pinned;          /* runs holding live blocks of earlier holders */
+    uint32_t next_free;
+    uint8_t held;
+    rg_class cls[RG_NCLASS + 1];
+} rg_slot;
+
+typedef struct {
+    char *base;
+    size_t span;              /* nslots * stride; 0 = not mapped */
+    size_t stride;
+    uint32_t pages;           /* pages per slot */
+    uint32_t nslots;
+    uint32_t free_head;
+    uint32_t held;
+    int enabled;              /* --region on (and allowed: see nea_region_allow) */
+    int allowed;
+    int release_idle;
+    rg_slot *slots;
+    uint64_t fast_resets, scan_resets, fallbacks, served;
+} rg_region;
+
+extern rg_region nea_region NEA_HIDDEN;
+extern uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4] NEA_HIDDEN;
+extern uint32_t nea_rg_class_size[RG_NCLASS + 1] NEA_HIDDEN;
+
+static NEA_INLINE int nea_region_contains(const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)nea_region.base < nea_region.span;
+}
+
+static NEA_INLINE rg_page *nea_rg_page(const void *p)
+{
+    return (rg_page *)((uintptr_t)p & ~(uintptr_t)RG_PAGE_MASK);
+}
+
+/* The requested size of region block p. */
+static NEA_INLINE size_t nea_rg_size(const void *p)
+{
+    rg_page *pg = nea_rg_page(p);
+    if (pg->cls == 0)
+        return pg->size;
+    return pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
+}
+
+char *nea_rg_new_page(rg_slot *rs, unsigned c);
+void *nea_rg_alloc_large(rg_slot *rs, size_t size);
+void nea_rg_free_large(rg_slot *rs, rg_page *pg);
+
+/* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it. */
+static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
+{
+    if (NEA_UNLIKELY(size > RG_SMALL_MAX))
+        return nea_rg_alloc_large(rs, size);
+    unsigned c = nea_rg_class_of[(size ? size - 1 : 0) >> 4];
+    rg_class *k = &rs->cls[c];
+    char *b = k->free;
+    if (b != NULL) {
+        k->free = *(char **)b;
+    }
+    else if (k->bump + nea_rg_class_size[c] <= k->limit) {
+        b = k->bump;
+        k->bump += nea_rg_class_size[c];
+    }
+    else {
+        b = nea_rg_new_page(rs, c);
+        if (b == NULL)
+            return NULL;
+    }
+    rg_page *pg = nea_rg_page(b);
+    pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
+    pg->live++;
+    rs->live_blocks++;
+    return b;
+}
+
+/* Free region block p; returns its owner word and sets *size. Blocks of the slot's holder
+ * go back to its free lists; blocks of earlier holders (escaped) only unpin their page. */
+static NEA_INLINE uint64_t nea_rg_free(void *p, size_t *size)
+{
+    rg_page *pg = nea_rg_page(p);
+    rg_slot *rs = &nea_region.slots[pg->slot];
+    uint64_t owner = pg->owner;
+    pg->live--;
+    if (NEA_LIKELY(rs->held && rs->owner == owner)) {
+        rs->live_blocks--;
+        if (NEA_LIKELY(pg->cls != 0)) {
+            *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
+            rg_class *k = &rs->cls[pg->cls];
+            *(char **)p = k->free;
+            k->free = p;
+        }
+        else {
+            *size = pg->size;
+            nea_rg_free_large(rs, pg);
+        }
+    }
+    else {
+        *size = pg->cls != 0 ? pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4] : pg->size;
+        if (pg->live == 0 && rs->pinned != 0)
+            rs->pinned--;
+    }
+    return owner;
+}
+
+/* Resize a block of the holder of its slot in place, when it stays in its class or is a
+ * large run that can keep or take its pages; 0 when it cannot. */
+int nea_rg_resize_in_place(void *p, size_t new_size);
+
+/* ---- lifecycle (region.c) ---- */
+
+/* Map the region: nslots slots of slot_bytes (rounded up to pages). 0 on success, 1 when
+ * a region is mapped already with blocks in use (it is kept), -1 when mmap failed (errno). */
+int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault);
+/* A free slot for the budget with owner word `owner`, mapping the default region first if
+ * nothing is mapped yet; RG_NONE when there is none. */
+uint32_t nea_region_acquire(uint64_t owner);
+/* The holder closed: reset the slot (O(1) when nothing of it is live). */
+void nea_region_close(uint32_t r);
+/* Give the pages of free, reset slots back to the OS; returns the bytes released. */
+size_t nea_region_release(void);
+
+#endif
