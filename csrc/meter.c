@@ -240,7 +240,7 @@ static NEA_INLINE void tracked_add(void *p, size_t size, uint32_t idx, uint64_t 
 }
 
 /* Sentinel: the current budget could not be read; the allocation must fail. */
-static nea_slot fail_closed_slot;
+static nea_slot fail_closed_slot = {.region = RG_NONE};
 
 /* The open slot of the current budget; NULL when there is none (or the guard is set);
  * &fail_closed_slot when the contextvar cannot be read (the thread's first context could
@@ -355,6 +355,14 @@ static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx,
     return p;
 }
 
+static NEA_COLD void *hook_malloc_slow(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
+                                        size_t size)
+{
+    if (NEA_UNLIKELY(s == &fail_closed_slot))
+        return NULL;
+    return charged_alloc(d, s, idx, gen, size, 1, 0);
+}
+
 static void *hook_malloc(void *ctx, size_t size)
 {
     domain_hook *d = ctx;
@@ -363,9 +371,19 @@ static void *hook_malloc(void *ctx, size_t size)
     nea_slot *s = current_slot(&idx, &gen);
     if (s == NULL)
         return d->prev.malloc(d->prev.ctx, size);
-    if (NEA_UNLIKELY(s == &fail_closed_slot))
-        return NULL;
-    return charged_alloc(d, s, idx, gen, size, 1, 0);
+    /* Fast path: a region holder is outermost (no chain to check or charge), and well
+     * under its limit nothing can be refused (no frame walk, no GC). */
+    if (NEA_LIKELY(s->region != RG_NONE && s->live <= s->limit && size <= s->limit - s->live)) {
+        void *p = nea_rg_alloc(&nea_region.slots[s->region], size);
+        if (NEA_LIKELY(p != NULL)) {
+            s->live += size;
+            if (s->live > s->peak)
+                s->peak = s->live;
+            s->allocations++;
+            return p;
+        }
+    }
+    return hook_malloc_slow(d, s, idx, gen, size);
 }
 
 static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
@@ -386,7 +404,10 @@ static NEA_INLINE void region_free(void *ptr)
 {
     size_t size;
     uint64_t owner = nea_rg_free(ptr, &size);
-    uncharge(owner, size);
+    /* Region pages are carved only for outermost budgets: no enclosing chain. */
+    nea_slot *t = slot_at(OWNER_IDX(owner), OWNER_GEN(owner));
+    if (t != NULL && t->state == NEA_SLOT_OPEN)
+        t->live = t->live >= size ? t->live - size : 0;
 }
 
 static void hook_free(void *ctx, void *ptr)

@@ -257,6 +257,7 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
     nea_region.free_head = RG_NONE;
     for (uint32_t i = nslots; i-- > 0;) { /* slot 0 first */
         slots[i].start = base + (size_t)i * stride;
+        slots[i].owner = RG_NOBODY;
         slots[i].next_free = nea_region.free_head;
         nea_region.free_head = i;
     }
@@ -335,7 +336,7 @@ void nea_region_close(uint32_t r)
     }
     memset(rs->cls, 0, sizeof(rs->cls));
     rs->held = 0;
-    rs->owner = 0;
+    rs->owner = RG_NOBODY;
     rs->live_blocks = 0;
     nea_region.held--;
     /* LIFO: the slot just used is the warmest in the caches. */

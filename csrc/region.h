@@ -34,6 +34,7 @@
 #define RG_NCLASS 56                        /* classes 1..RG_NCLASS; 0 = large run */
 #define RG_FREE_RUN 0xFFFF                  /* cls of a run on a slot's free-run list */
 #define RG_NONE UINT32_MAX
+#define RG_NOBODY UINT64_MAX                /* owner word of a slot nobody holds */
 
 /* The header at the start of every page run, inside the region. */
 typedef struct rg_page {
@@ -58,7 +59,7 @@ typedef struct {
 /* One slot's bookkeeping (libc memory). */
 typedef struct {
     char *start;
-    uint64_t owner;           /* owner word of the holder while held */
+    uint64_t owner;           /* owner word of the holder while held, else RG_NOBODY */
     rg_page *runs;            /* free page runs below top */
     uint32_t top;             /* pages [0, top) have been carved */
     uint32_t touched;         /* pages possibly resident (high-water of top since release) */
@@ -146,7 +147,7 @@ static NEA_INLINE uint64_t nea_rg_free(void *p, size_t *size)
     rg_slot *rs = &nea_region.slots[pg->slot];
     uint64_t owner = pg->owner;
     pg->live--;
-    if (NEA_LIKELY(rs->held && rs->owner == owner)) {
+    if (NEA_LIKELY(rs->owner == owner)) { /* RG_NOBODY never matches a page */
         rs->live_blocks--;
         if (NEA_LIKELY(pg->cls != 0)) {
             *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
