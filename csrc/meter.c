@@ -68,12 +68,14 @@ typedef struct {
     PyObject *ctx;            /* identity only, never dereferenced */
     uint64_t ver;
     uint64_t epoch;
+    nea_slot *slot;           /* the open slot of the current budget, or NULL */
     uint32_t idx;
     uint64_t gen;
-    int has;
 } current_cache;
 static NEA_TLS current_cache cache;
-static uint64_t set_epoch = 1; /* GIL; cache.epoch starts at 0: first lookup misses */
+/* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
+ * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled. */
+static uint64_t set_epoch = 1;
 
 /* Re-entrancy guard: set while a hook runs code that may allocate (the contextvar read,
  * the refusal site capture). Allocations made meanwhile are forwarded uncharged and
@@ -249,52 +251,50 @@ static uint64_t slow_lookups; /* GIL; reported by table_info() */
 
 static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
+    if (ts == NULL || M.disabled)
+        return NULL;
     slow_lookups++;
+    /* Read before the call: anything the call does that changes the epoch (it may
+     * allocate, and a collection may close budgets) leaves this cache stale. */
+    uint64_t epoch = set_epoch;
     PyObject *value = NULL;
     in_hook = 1;
     int rc = PyContextVar_Get(M.var, NULL, &value);
     in_hook = 0;
     if (NEA_UNLIKELY(rc < 0))
         return &fail_closed_slot;
-    cache.has = 0;
+    nea_slot *s = NULL;
     if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        cache.has = 1;
         cache.idx = ((nea_handle *)value)->idx;
         cache.gen = ((nea_handle *)value)->gen;
+        s = slot_at(cache.idx, cache.gen);
+        if (s != NULL && s->state != NEA_SLOT_OPEN)
+            s = NULL;
     }
     Py_XDECREF(value);
     /* read after the call: it creates the thread's first context if there was none */
     cache.ctx = ts->context;
     cache.ver = ts->context_ver;
-    cache.epoch = set_epoch;
-    if (!cache.has)
-        return NULL;
-    nea_slot *s = slot_at(cache.idx, cache.gen);
-    if (s == NULL || s->state != NEA_SLOT_OPEN)
-        return NULL;
+    cache.epoch = epoch;
+    cache.slot = s;
     *idx = cache.idx;
     *gen = cache.gen;
     return s;
 }
 
+/* The hot path: one thread-state read and three compares when the cache is valid. A NULL
+ * ts->context never matches (the slow path caches only a created context). */
 static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
 {
-    if (NEA_LIKELY(M.open_count == 0) || M.disabled || in_hook)
+    if (NEA_LIKELY(M.open_count == 0) || in_hook)
         return NULL;
     PyThreadState *ts = NEA_TSTATE();
-    if (NEA_UNLIKELY(ts == NULL))
-        return NULL;
-    if (NEA_UNLIKELY(ts->context != cache.ctx || ts->context_ver != cache.ver ||
-                     cache.epoch != set_epoch || ts->context == NULL))
+    if (NEA_UNLIKELY(ts == NULL || ts->context != cache.ctx || ts->context_ver != cache.ver ||
+                     cache.epoch != set_epoch))
         return current_slot_slow(ts, idx, gen);
-    if (!cache.has)
-        return NULL;
-    nea_slot *s = slot_at(cache.idx, cache.gen);
-    if (s == NULL || s->state != NEA_SLOT_OPEN)
-        return NULL;
     *idx = cache.idx;
     *gen = cache.gen;
-    return s;
+    return cache.slot;
 }
 
 int nea_meter_set_current(PyObject *value)
@@ -399,15 +399,16 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     return charged_alloc(d, s, idx, gen, nelem, elsize, 1);
 }
 
-/* Free a region block and un-charge its owner (nobody, when it escaped its budget). */
+/* Free a region block and un-charge its owner (nobody, when it escaped its budget). A
+ * slot's holder is an open outermost budget (held <=> open): no check, no chain. */
 static NEA_INLINE void region_free(void *ptr)
 {
     size_t size;
-    uint64_t owner = nea_rg_free(ptr, &size);
-    /* Region pages are carved only for outermost budgets: no enclosing chain. */
-    nea_slot *t = slot_at(OWNER_IDX(owner), OWNER_GEN(owner));
-    if (t != NULL && t->state == NEA_SLOT_OPEN)
+    uint64_t owner;
+    if (nea_rg_free(ptr, &owner, &size)) {
+        nea_slot *t = &M.slots[OWNER_IDX(owner)];
         t->live = t->live >= size ? t->live - size : 0;
+    }
 }
 
 static void hook_free(void *ctx, void *ptr)
@@ -602,7 +603,11 @@ int nea_meter_install(void)
     return 0;
 }
 
-void nea_meter_disable(void) { M.disabled = 1; }
+void nea_meter_disable(void)
+{
+    M.disabled = 1;
+    set_epoch++;
+}
 
 int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen)
 {
@@ -627,6 +632,7 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
             }
             M.slots = slots;
             M.slot_cap = cap;
+            set_epoch++; /* cached slot pointers point into the old array */
         }
         i = M.slot_used++;
         M.slots[i].gen = 0;
@@ -722,6 +728,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
     nea_slot *s = slot_at(idx, gen);
     if (s == NULL || s->state != NEA_SLOT_OPEN)
         return -1;
+    set_epoch++; /* cached pointers to this slot must not be used any more */
     if (s->region != RG_NONE) {
         nea_region_close(s->region); /* its live blocks become earlier holders' (retained) */
         s->region = RG_NONE;

@@ -139,33 +139,37 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
     return b;
 }
 
-/* Free region block p; returns its owner word and sets *size. Blocks of the slot's holder
- * go back to its free lists; blocks of earlier holders (escaped) only unpin their page. */
-static NEA_INLINE uint64_t nea_rg_free(void *p, size_t *size)
+/* Free region block p: sets *owner and *size; returns 1 when the block belonged to its
+ * slot's holder (an open outermost budget: un-charge it), 0 when it escaped an earlier
+ * holder (nobody is credited). The holder's blocks go back to its free lists; escaped
+ * blocks only unpin their run. */
+static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
     rg_slot *rs = &nea_region.slots[pg->slot];
-    uint64_t owner = pg->owner;
+    *owner = pg->owner;
     pg->live--;
-    if (NEA_LIKELY(rs->owner == owner)) { /* RG_NOBODY never matches a page */
-        rs->live_blocks--;
-        if (NEA_LIKELY(pg->cls != 0)) {
-            *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
+    if (NEA_LIKELY(pg->cls != 0)) {
+        *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
+        if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
+            rs->live_blocks--;
             rg_class *k = &rs->cls[pg->cls];
             *(char **)p = k->free;
             k->free = p;
-        }
-        else {
-            *size = pg->size;
-            nea_rg_free_large(rs, pg);
+            return 1;
         }
     }
     else {
-        *size = pg->cls != 0 ? pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4] : pg->size;
-        if (pg->live == 0 && rs->pinned != 0)
-            rs->pinned--;
+        *size = pg->size;
+        if (rs->owner == *owner) {
+            rs->live_blocks--;
+            nea_rg_free_large(rs, pg);
+            return 1;
+        }
     }
-    return owner;
+    if (pg->live == 0 && rs->pinned != 0)
+        rs->pinned--;
+    return 0;
 }
 
 /* Resize a block of the holder of its slot in place, when it stays in its class or is a
