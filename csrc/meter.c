@@ -766,19 +766,21 @@ void nea_meter_region_allow(int ok) { nea_region.allowed = ok; }
 
 PyObject *nea_meter_region_info(void)
 {
-    unsigned long long top = 0, pinned = 0, touched = 0;
+    unsigned long long top = 0, pinned = 0, touched = 0, rw = 0;
     for (uint32_t i = 0; i < nea_region.nslots; i++) {
+        rw += nea_region.slots[i].rw;
         top += nea_region.slots[i].top;
         pinned += nea_region.slots[i].pinned;
         touched += nea_region.slots[i].touched;
     }
     return Py_BuildValue(
-        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n}", "enabled",
+        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K,s:K}", "enabled",
         nea_region.enabled, "allowed", nea_region.allowed, "slots", nea_region.nslots,
         "slot_bytes", (Py_ssize_t)nea_region.stride, "mapped", (Py_ssize_t)nea_region.span,
         "held", nea_region.held, "pages_carved", top, "pinned_runs", pinned, "pages_touched",
         touched, "fast_resets", (unsigned long long)nea_region.fast_resets, "scan_resets",
         (unsigned long long)nea_region.scan_resets, "fallbacks",
         (unsigned long long)nea_region.fallbacks, "served",
-        (unsigned long long)nea_region.served, "page_bytes", (Py_ssize_t)RG_PAGE);
+        (unsigned long long)nea_region.served, "page_bytes", (Py_ssize_t)RG_PAGE, "pages_writable",
+        rw, "grow_failures", (unsigned long long)nea_region.grow_failures);
 }

@@ -58,6 +58,33 @@ static uint32_t page_index(rg_slot *rs, rg_page *pg)
     return (uint32_t)(((char *)pg - rs->start) >> RG_PAGE_SHIFT);
 }
 
+/* Slots are mapped PROT_NONE and made writable as they grow, in steps of at least this
+ * many pages: only what budgets really used counts as the process's data (RLIMIT_DATA,
+ * VmData), and --memory-limit applies to the region as to any other memory. */
+#define RG_GROW_PAGES 64u
+
+/* Make pages [0, top) of the slot writable; -1 when the OS refuses (a data limit). */
+static int ensure_rw(rg_slot *rs, uint32_t top)
+{
+    if (top <= rs->rw)
+        return 0;
+    uint32_t want = top - rs->rw < RG_GROW_PAGES ? rs->rw + RG_GROW_PAGES : top;
+    if (want > nea_region.pages)
+        want = nea_region.pages;
+    char *from = rs->start + ((size_t)rs->rw << RG_PAGE_SHIFT);
+    size_t bytes = (size_t)(want - rs->rw) << RG_PAGE_SHIFT;
+    if (mprotect(from, bytes, PROT_READ | PROT_WRITE) != 0) {
+        if (want == top || mprotect(from, (size_t)(top - rs->rw) << RG_PAGE_SHIFT,
+                                    PROT_READ | PROT_WRITE) != 0) {
+            nea_region.grow_failures++;
+            return -1;
+        }
+        want = top;
+    }
+    rs->rw = want;
+    return 0;
+}
+
 /* A run of n pages: first fit on the free-run list (split from its tail), else from top. */
 static rg_page *take_run(rg_slot *rs, uint32_t n)
 {
@@ -72,7 +99,7 @@ static rg_page *take_run(rg_slot *rs, uint32_t n)
         run->npages -= n;
         return page_at(rs, page_index(rs, run) + run->npages);
     }
-    if (n > nea_region.pages - rs->top)
+    if (n > nea_region.pages - rs->top || ensure_rw(rs, rs->top + n) < 0)
         return NULL;
     rg_page *pg = page_at(rs, rs->top);
     rs->top += n;
@@ -163,7 +190,7 @@ int nea_rg_resize_in_place(void *p, size_t new_size)
     uint32_t i = page_index(rs, pg);
     if (n != pg->npages) {
         /* Only the run at the top can grow or shrink (bytearray growth, list appends). */
-        if (i + pg->npages != rs->top || n > nea_region.pages - i)
+        if (i + pg->npages != rs->top || n > nea_region.pages - i || ensure_rw(rs, i + n) < 0)
             return 0;
         rs->top = i + n;
         if (rs->top > rs->touched)
@@ -201,6 +228,9 @@ static void unmap(void)
 /* Touch every page of every slot now, so the resident size is final from the start. */
 static void prefault_all(void)
 {
+    for (uint32_t i = 0; i < nea_region.nslots; i++)
+        if (ensure_rw(&nea_region.slots[i], nea_region.pages) < 0)
+            return; /* a data limit: the rest stays untouched */
     long sys_page = sysconf(_SC_PAGESIZE);
     size_t step = sys_page > 0 ? (size_t)sys_page : 4096;
     for (size_t off = 0; off < nea_region.span; off += step)
@@ -236,7 +266,7 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
         return -1;
     size_t span = stride * nslots;
     /* Over-map by a page and trim, so the base is page-aligned for any system page size. */
-    char *raw = mmap(NULL, span + RG_PAGE, PROT_READ | PROT_WRITE,
+    char *raw = mmap(NULL, span + RG_PAGE, PROT_NONE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED) {
         free(slots);

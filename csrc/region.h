@@ -63,6 +63,7 @@ typedef struct {
     rg_page *runs;            /* free page runs below top */
     uint32_t top;             /* pages [0, top) have been carved */
     uint32_t touched;         /* pages possibly resident (high-water of top since release) */
+    uint32_t rw;              /* pages made writable (the rest is PROT_NONE) */
     uint32_t live_blocks;     /* the holder's live blocks */
     uint32_t pinned;          /* runs holding live blocks of earlier holders */
     uint32_t next_free;
@@ -82,7 +83,7 @@ typedef struct {
     int allowed;
     int release_idle;
     rg_slot *slots;
-    uint64_t fast_resets, scan_resets, fallbacks, served;
+    uint64_t fast_resets, scan_resets, fallbacks, served, grow_failures;
 } rg_region;
 
 extern rg_region nea_region NEA_HIDDEN;

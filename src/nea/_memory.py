@@ -42,6 +42,9 @@ class MemoryPlan:
     slots: int
     budget: int | None
     baseline: int
+    # Budget memory already counted as data at startup (the region's pages made writable
+    # by --prefault): ``auto`` does not count it twice.
+    reserved: int = 0
 
     @property
     def budgets(self) -> int:
@@ -108,7 +111,8 @@ def auto_memory_limit(plan: MemoryPlan) -> int:
             "--memory-limit auto: the plan needs budgets, but --meter is off; "
             "give a size (e.g. --memory-limit 2GiB) or turn the meter on"
         )
-    planned = data_bytes() + plan.budgets + WORKER_THREADS * thread_stack_bytes()
+    budgets = max(plan.budgets - plan.reserved, 0)
+    planned = data_bytes() + budgets + WORKER_THREADS * thread_stack_bytes()
     return planned + max(int(planned * AUTO_HEADROOM_FRACTION), AUTO_HEADROOM_MIN_BYTES)
 
 

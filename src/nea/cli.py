@@ -105,6 +105,23 @@ def _add_memory_options(group: argparse._ArgumentGroup) -> None:
         metavar="SIZE|auto|off",
         help="hard cap on the process's memory; auto = the memory plan plus headroom (off)",
     )
+    add(
+        "--region",
+        default="on",
+        metavar="{on,off}",
+        help="serve budgets from one region mapped at startup (on)",
+    )
+    add(
+        "--prefault",
+        action="store_true",
+        help="touch every page of the region at startup: RSS is final from the first request",
+    )
+    add(
+        "--release-memory",
+        default="never",
+        metavar="{never,idle}",
+        help="give reset region pages back to the OS when no request runs (never)",
+    )
 
 
 def _add_listen_options(group: argparse._ArgumentGroup) -> None:
@@ -235,6 +252,9 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
         queue_timeout=_convert("--queue-timeout", args.queue_timeout, _seconds),
         meter=args.meter,
         memory_limit=args.memory_limit,
+        region=args.region,
+        prefault=args.prefault,
+        release_memory=args.release_memory,
     )
 
 

@@ -22,6 +22,8 @@ HTTPBackend = Literal["auto", "h11", "httptools"]
 LifespanMode = Literal["auto", "on", "off"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 MeterMode = Literal["native", "tracemalloc", "off"]
+RegionMode = Literal["on", "off"]
+ReleaseMode = Literal["never", "idle"]
 
 # 64 KiB of request line + headers: the same order as uvicorn/h11's 16 KiB default
 # incremental limit but with room for large cookies; nginx's default is 4 × 8 KiB.
@@ -39,6 +41,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "lifespan": ("auto", "on", "off"),
     "log_level": ("critical", "error", "warning", "info", "debug", "trace"),
     "meter": ("native", "tracemalloc", "off"),
+    "region": ("on", "off"),
+    "release_memory": ("never", "idle"),
 }
 
 
@@ -82,6 +86,10 @@ class Config:
     queue_timeout: float = 10.0
     meter: MeterMode = "native"
     memory_limit: int | str | None = None
+    # The preallocated region (docs/internals/region.md): native meter only.
+    region: RegionMode = "on"
+    prefault: bool = False
+    release_memory: ReleaseMode = "never"
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -125,6 +133,8 @@ class Config:
         if self.queue is not None:
             _check_int("queue", self.queue, low=0)
         _check_seconds("queue_timeout", self.queue_timeout)
+        if not isinstance(self.prefault, bool):
+            raise ConfigError(f"--prefault: expected True or False, got {self.prefault!r}")
         limit = self.memory_limit
         if isinstance(limit, str) and limit.strip().lower() in ("off", "auto"):
             limit = limit.strip().lower()

@@ -18,7 +18,14 @@ from nea._errors import NeaError
 from nea._importer import import_app
 from nea._lifespan import Lifespan
 from nea._memory import MemoryPlan
-from nea._server.budgets import build_admission, restore_meter, select_meter, start_memory_plan
+from nea._server.budgets import (
+    build_admission,
+    restore_meter,
+    select_meter,
+    start_memory_plan,
+    start_region,
+    stop_region,
+)
 from nea._server.protocol import HTTPProtocol
 from nea._server.state import ServerState
 from nea._sockets import bind_socket, create_ssl_context, describe_address
@@ -105,9 +112,11 @@ class Server:
         state: ServerState | None = None
         owned: list[socket.socket] = []
         previous_meter = None
+        previous_region = None
         servers: list[asyncio.Server] = []
         try:
             previous_meter = select_meter(config)
+            previous_region = start_region(config)
             app = import_app(config)
             lifespan = Lifespan(app, config.lifespan)
             await lifespan.startup()
@@ -143,6 +152,7 @@ class Server:
                 sock.close()
             if lifespan is not None and lifespan_started:
                 await lifespan.shutdown()
+            stop_region(previous_region)
             restore_meter(previous_meter)
             raise
         self._announce(listen)
@@ -153,6 +163,7 @@ class Server:
             try:
                 await self._stop(servers, state, lifespan)
             finally:
+                stop_region(previous_region)
                 restore_meter(previous_meter)
 
     def _announce(self, listen: list[socket.socket]) -> None:

@@ -2,9 +2,9 @@
 
 ``meter`` runs a test against both meters, the native one twice: with the region (outermost
 budgets served from it) and with the block table only. ``native`` runs it against the
-native meter, region on and off; ``native_table`` with the block table only. The native meter's tests fail (instead of
-skipping) when ``NEA_REQUIRE_NATIVE=1`` and the extension is missing, so CI cannot pass
-without the C extension.
+native meter, region on and off; ``native_table`` with the block table only. The native
+meter's tests fail (instead of skipping) when ``NEA_REQUIRE_NATIVE=1`` and the extension is
+missing, so CI cannot pass without the C extension.
 """
 
 from __future__ import annotations

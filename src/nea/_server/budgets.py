@@ -1,8 +1,9 @@
 """The server's memory options at work: the meter, the admission of requests, the plan.
 
 Owns: building the server's ``Admission`` from ``Config`` (``--budget``, ``--slots``,
-``--queue``, ``--queue-timeout``, ``--meter``), selecting the meter for the process, and the
-startup steps that log the memory plan and apply ``--memory-limit``. Must not import
+``--queue``, ``--queue-timeout``, ``--meter``), selecting the meter for the process, mapping
+the region (``--region``, ``--prefault``, ``--release-memory``), and the startup steps that
+log the memory plan and apply ``--memory-limit``. Must not import
 ``nea.server`` (the layer above).
 """
 
@@ -13,8 +14,9 @@ import logging
 from nea._admission import Admission
 from nea._errors import ConfigError
 from nea._memory import MemoryPlan, apply_memory_limit, describe_memory_limit, resident_bytes
+from nea._sizes import format_size
 from nea.config import Config
-from nea.meter import _select
+from nea.meter import _region, _select
 from nea.meter._select import Meter
 
 logger = logging.getLogger("nea.error")
@@ -51,11 +53,49 @@ def restore_meter(previous: Meter | None) -> None:
         _select.restore_meter(previous)
 
 
+def start_region(config: Config) -> bool | None:
+    """Map the region as ``slots`` slots of ``budget`` bytes (native meter, ``--region on``)
+    or turn it off; returns the previous setting, for ``stop_region``. Region slots are
+    taken by the outermost budgets as they open, so with one budget per admitted request
+    there is one region slot per admission slot. Raises ``ConfigError`` when the mapping
+    fails."""
+    if config.meter != "native" or not _region.supported():
+        return None
+    previous = _region.set_enabled(config.region == "on")
+    if config.region == "off":
+        return previous
+    try:
+        mapped = _region.configure(config.slots, int(config.budget), prefault=config.prefault)
+    except OSError as exc:
+        _region.set_enabled(previous)
+        raise ConfigError(
+            f"--region on: could not map {config.slots} × {format_size(int(config.budget))} "
+            f"of address space ({exc.strerror}); lower --slots or --budget, or use --region off"
+        ) from None
+    if not mapped:
+        logger.info("region: kept the region mapped earlier in this process (blocks live in it)")
+    return previous
+
+
+def stop_region(previous: bool | None) -> None:
+    if previous is not None:
+        _region.set_enabled(previous)
+
+
+def release_idle_memory(config: Config, busy: int) -> None:
+    """``--release-memory idle``: with no request running, give reset pages back."""
+    if config.release_memory == "idle" and busy == 0 and config.meter == "native":
+        _region.release()
+
+
 def start_memory_plan(config: Config) -> MemoryPlan:
     """Log the memory plan and apply ``--memory-limit``; call once the app is loaded, so the
     baseline includes it. Raises ``ConfigError`` when the limit cannot be applied."""
     budget_bytes = None if config.meter == "off" else int(config.budget)
-    plan = MemoryPlan(slots=config.slots, budget=budget_bytes, baseline=resident_bytes())
+    writable = _region.info().get("pages_writable", 0) * _region.info().get("page_bytes", 0)
+    plan = MemoryPlan(
+        slots=config.slots, budget=budget_bytes, baseline=resident_bytes(), reserved=writable
+    )
     logger.info("%s", plan.describe())
     limit = apply_memory_limit(config.memory_limit, plan)
     if limit is not None:

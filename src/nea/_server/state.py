@@ -18,7 +18,7 @@ from nea._http.backends import parser_factory
 from nea._http.parser import ParserLimits
 from nea._http.response import DateHeader, default_header_block
 from nea._http.scope import TrustedProxies
-from nea._server.budgets import build_admission
+from nea._server.budgets import build_admission, release_idle_memory
 from nea._sizes import format_size
 from nea._types import ASGIApp
 from nea.config import Config
@@ -78,10 +78,15 @@ class ServerState:
         self.idle = asyncio.Event()
 
     def tick_clock(self) -> None:
-        """Refresh ``default_headers``' date now and schedule the next refresh (each second)."""
-        if self.date is None:
+        """Refresh ``default_headers``' date now and schedule the next refresh (each second).
+        The same tick gives idle region pages back with ``--release-memory idle``."""
+        release = self.config.release_memory == "idle"
+        if self.date is None and not release:
             return
-        self.default_headers = self.header_prefix + self.date.line()
+        if self.date is not None:
+            self.default_headers = self.header_prefix + self.date.line()
+        if release:
+            release_idle_memory(self.config, self.admission.statistics().busy)
         now = time.time()
         self._clock = self._loop.call_later(1.0 - (now - int(now)) + 0.001, self.tick_clock)
 
