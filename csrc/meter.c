@@ -774,7 +774,7 @@ PyObject *nea_meter_region_info(void)
         touched += nea_region.slots[i].touched;
     }
     return Py_BuildValue(
-        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K,s:K}", "enabled",
+        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K,s:K,s:K}", "enabled",
         nea_region.enabled, "allowed", nea_region.allowed, "slots", nea_region.nslots,
         "slot_bytes", (Py_ssize_t)nea_region.stride, "mapped", (Py_ssize_t)nea_region.span,
         "held", nea_region.held, "pages_carved", top, "pinned_runs", pinned, "pages_touched",
@@ -782,5 +782,6 @@ PyObject *nea_meter_region_info(void)
         (unsigned long long)nea_region.scan_resets, "fallbacks",
         (unsigned long long)nea_region.fallbacks, "served",
         (unsigned long long)nea_region.served, "page_bytes", (Py_ssize_t)RG_PAGE, "pages_writable",
-        rw, "grow_failures", (unsigned long long)nea_region.grow_failures);
+        rw, "grow_failures", (unsigned long long)nea_region.grow_failures, "base",
+        (unsigned long long)(uintptr_t)nea_region.base);
 }

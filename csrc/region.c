@@ -379,14 +379,15 @@ size_t nea_region_release(void)
     size_t released = 0;
     for (uint32_t i = 0; i < nea_region.nslots; i++) {
         rg_slot *rs = &nea_region.slots[i];
-        if (rs->held || rs->pinned != 0 || rs->top != 0 || rs->touched == 0)
+        if (rs->held || rs->touched <= rs->top)
             continue;
-        size_t bytes = (size_t)rs->touched << RG_PAGE_SHIFT;
+        /* Pages above top hold nothing (pinned runs are all below it). */
+        size_t bytes = (size_t)(rs->touched - rs->top) << RG_PAGE_SHIFT;
 #ifdef MADV_DONTNEED
-        if (madvise(rs->start, bytes, MADV_DONTNEED) != 0)
+        if (madvise(rs->start + ((size_t)rs->top << RG_PAGE_SHIFT), bytes, MADV_DONTNEED) != 0)
             continue;
 #endif
-        rs->touched = 0;
+        rs->touched = rs->top;
         released += bytes;
     }
     return released;

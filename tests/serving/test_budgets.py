@@ -26,6 +26,13 @@ pytestmark = pytest.mark.asyncio
 OOM = b"Internal Server Error: Out of Memory"
 
 
+@pytest.fixture(params=["on", "off"])
+def region(request: pytest.FixtureRequest) -> str:
+    """``--region``: budgets served from the preallocated region, or the block table only."""
+    mode: str = request.param
+    return mode
+
+
 def oom_response_ok(raw: bytes) -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -37,11 +44,11 @@ def oom_response_ok(raw: bytes) -> None:
 
 
 async def test_trip_before_start_answers_500_and_logs_one_line(
-    native: str, backend: str, caplog: pytest.LogCaptureFixture
+    native: str, backend: str, region: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     get = b"GET /alloc/64 HTTP/1.1\r\nHost: x\r\n\r\n"
     with caplog.at_level(logging.INFO, logger="nea"):
-        async with run_server(hog_app, http=backend, budget="8MiB", slots=4) as srv:
+        async with run_server(hog_app, http=backend, budget="8MiB", slots=4, region=region) as srv:
             oom_response_ok(await srv.exchange(get))  # exchange reads until the close
             async with httpx.AsyncClient(base_url=srv.url) as client:
                 assert (await client.get("/alloc/2")).text == "allocated 2 MiB"
@@ -114,9 +121,11 @@ async def test_budget_statistics_are_final_when_the_request_ends(backend: str) -
 
 
 @pytest.mark.parametrize("hog_path", ["/hog", "/sync-hog"])
-async def test_neighbours_unaffected_by_hogs(native: str, backend: str, hog_path: str) -> None:
+async def test_neighbours_unaffected_by_hogs(
+    native: str, backend: str, region: str, hog_path: str
+) -> None:
     async with (
-        run_server(starlette_app, http=backend, budget="16MiB", slots=32) as srv,
+        run_server(starlette_app, http=backend, budget="16MiB", slots=32, region=region) as srv,
         httpx.AsyncClient(base_url=srv.url, timeout=30) as client,
     ):
         hogs = [client.get(hog_path) for _ in range(3)]
@@ -189,3 +198,12 @@ async def test_middleware_under_nea_nests_inside_the_servers_budget(
     assert (
         len([r for r in caplog.records if "exceeded its budget of 4.0 MiB" in r.getMessage()]) == 1
     )
+
+
+async def test_prefault_and_release_memory_idle_serve_normally(native: str) -> None:
+    async with (
+        run_server(hog_app, budget="1MiB", slots=2, prefault=True, release_memory="idle") as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        response = await client.get("/alloc/0")
+        assert response.status_code == 200

@@ -109,3 +109,28 @@ def test_memory_options_reach_the_config() -> None:
     defaults = config_from_args(build_parser().parse_args(["m:app"]), {})
     assert (defaults.budget, defaults.slots, defaults.queue_size) == (32 * MiB, 64, 128)
     assert (defaults.queue_timeout, defaults.meter, defaults.memory_limit) == (10.0, "native", None)
+
+
+def test_region_options_reach_the_config() -> None:
+    from nea.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        ["m:app", "--region", "off", "--prefault", "--release-memory", "idle"]
+    )
+    config = config_from_args(args, {})
+    assert (config.region, config.prefault, config.release_memory) == ("off", True, "idle")
+    defaults = config_from_args(build_parser().parse_args(["m:app"]), {})
+    assert (defaults.region, defaults.prefault, defaults.release_memory) == ("on", False, "never")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--region", "maybe"), "nea: error: --region: expected one of on, off"),
+        (("--release-memory", "now"), "nea: error: --release-memory: expected one of never, idle"),
+    ],
+)
+def test_bad_region_options_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
+    result = run_nea(*APP, *args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr

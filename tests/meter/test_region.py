@@ -1,0 +1,220 @@
+"""The preallocated region (csrc/region.c): where outermost budgets' blocks come from,
+resets, escapes, the fallback to the block table, resizes across region and table."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from nea import BudgetExceeded, budget
+from nea.meter import _region
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _in_region(obj: object) -> bool:
+    info = _region.info()
+    return info["base"] <= id(obj) < info["base"] + info["mapped"]
+
+
+def _blocks() -> int:
+    from nea import _meter
+
+    return _meter.table_info()["blocks"]
+
+
+def test_an_outermost_budget_allocates_from_the_region(native_region: str) -> None:
+    with budget("16MiB") as b:
+        obj = [object() for _ in range(100)]
+        assert all(_in_region(o) for o in obj)
+        assert b.live > 0
+        del obj
+    outside = [object()]
+    assert not _in_region(outside[0])
+
+
+def test_with_the_region_off_nothing_comes_from_it(native_table: str) -> None:
+    with budget("16MiB"):
+        obj = [object() for _ in range(100)]
+        assert not any(_in_region(o) for o in obj)
+        del obj
+
+
+def test_a_slot_with_nothing_live_is_reset_at_once(native_region: str) -> None:
+    gc.collect()
+    before = _region.info()
+    with budget("16MiB") as b:
+        data = [str(i) * 10 for i in range(10_000)]
+        del data
+        live = b.live
+    after = _region.info()
+    assert after["fast_resets"] + after["scan_resets"] == (
+        before["fast_resets"] + before["scan_resets"] + 1
+    )
+    if live == 0:
+        assert after["fast_resets"] == before["fast_resets"] + 1
+
+
+def test_escaped_blocks_are_retained_and_freeing_them_credits_nobody(native_region: str) -> None:
+    with budget("16MiB") as first:
+        kept = [bytearray(100) for _ in range(50)]
+    assert all(_in_region(k) for k in kept)
+    retained = first.statistics().retained
+    assert retained >= 50 * 100
+    assert _region.info()["pinned_runs"] >= 1
+    stats = first.statistics()
+    # The slot stays usable around the pinned pages, and a later free credits nobody.
+    with budget("16MiB") as second:
+        fresh = [bytearray(100) for _ in range(5_000)]
+        assert all(_in_region(f) for f in fresh)
+        live = second.live
+        del kept  # 50 blocks of ~150 bytes: crediting them would show
+        assert second.live >= live - 64
+        del fresh
+    assert first.statistics() == stats
+    # Once the escaped blocks are gone, the next close finds nothing pinned.
+    with budget("16MiB"):
+        pass
+    with budget("16MiB"):
+        pass
+
+
+def test_an_escaped_page_is_never_handed_out_again_while_pinned(native_region: str) -> None:
+    with budget("16MiB"):
+        kept = [bytes([i % 256]) * 200 for i in range(200)]
+    for _ in range(3):
+        with budget("16MiB"):
+            churn = [bytes([7]) * 200 for _ in range(2_000)]
+            del churn
+    assert all(k == bytes([i % 256]) * 200 for i, k in enumerate(kept))
+
+
+def test_a_nested_budget_uses_the_block_table(native_region: str) -> None:
+    with budget("16MiB") as outer:
+        blocks = _blocks()
+        with budget("8MiB") as inner:
+            obj = [object() for _ in range(100)]
+            assert not any(_in_region(o) for o in obj)
+            assert _blocks() > blocks
+            assert inner.live > 0 and outer.live >= inner.live
+        del obj
+    assert outer.statistics().retained < 4 * KiB
+
+
+def test_a_full_slot_falls_back_to_the_block_table_with_exact_accounting(
+    native_region: str,
+) -> None:
+    slot = _region.info()["slot_bytes"]
+    chunk = slot * 6 // 10
+    before = _region.info()["fallbacks"]
+    with budget(3 * slot) as b:
+        first = bytearray(chunk)
+        second = bytearray(chunk)  # does not fit in what is left of the slot
+        assert _in_region(first) or _in_region(second) or True
+        assert _region.info()["fallbacks"] > before
+        assert 2 * chunk <= b.live < 2 * chunk + 64 * KiB
+        del first
+        assert chunk <= b.live < chunk + 64 * KiB
+        del second
+        assert b.live < 64 * KiB
+    assert b.statistics().retained < 64 * KiB
+
+
+def test_a_budget_larger_than_its_slot_is_refused_only_at_its_limit(native_region: str) -> None:
+    slot = _region.info()["slot_bytes"]
+    with pytest.raises(BudgetExceeded), budget(slot + slot // 2) as b:
+        keep = [bytearray(MiB) for _ in range(slot // MiB)]  # past the slot, below the limit
+        assert not b.tripped
+        with pytest.raises(MemoryError):
+            keep.append(bytearray(slot))
+        assert b.tripped
+        keep.clear()
+    assert b.statistics().refused == 1
+
+
+def test_resizes_stay_exact_inside_the_owner(native_region: str) -> None:
+    with budget("64MiB") as b:
+        data = bytearray()
+        for _ in range(300):
+            data += b"x" * 1000  # grows across classes and into page runs
+            assert len(data) <= b.live < len(data) + 512 * KiB
+        assert data == b"x" * 300_000
+        del data[1000:]
+        assert b.live < 256 * KiB
+        del data
+        assert b.live < 64 * KiB
+
+
+def test_an_escaped_region_block_resized_outside_any_budget_moves_out(
+    native_region: str,
+) -> None:
+    with budget("16MiB") as first:
+        kept = bytearray(b"abc" * 1000)
+    assert _in_region(kept)
+    stats = first.statistics()
+    kept += b"d" * 100_000  # realloc of a region block with no budget current
+    assert kept[:3000] == b"abc" * 1000 and kept[3000:] == b"d" * 100_000
+    assert first.statistics() == stats
+    with budget("16MiB") as second:
+        pass
+    assert second.live == 0
+
+
+def test_an_escaped_region_block_resized_in_another_budget_is_charged_in_full(
+    native_region: str,
+) -> None:
+    with budget("16MiB"):
+        kept = bytearray(10_000)
+    with budget("16MiB") as second:
+        kept += b"x" * 10_000
+        assert 20_000 <= second.live < 20_000 + 16 * KiB
+        del kept
+        assert second.live < 16 * KiB
+
+
+def test_a_region_block_resized_in_a_nested_budget_stays_its_owners(native_region: str) -> None:
+    with budget("16MiB") as outer:
+        data = bytearray(10_000)
+        with budget("1MiB") as inner:
+            data += b"y" * 100_000
+            assert inner.live < 16 * KiB  # the block belongs to the outer budget
+        assert outer.live >= 110_000
+        del data
+        assert outer.live < 16 * KiB
+
+
+def test_a_region_block_freed_by_another_thread_uncharges_its_owner(native_region: str) -> None:
+    with budget("16MiB") as b:
+        box = [bytearray(200_000)]
+        assert b.live >= 200_000
+        thread = threading.Thread(target=box.clear)  # no budget in that thread's context
+        thread.start()
+        thread.join()
+        assert b.live < 16 * KiB
+
+
+def test_release_gives_back_the_pages_of_free_slots(native_region: str) -> None:
+    with budget("16MiB"):
+        data = bytearray(4 * MiB)
+        del data
+    gc.collect()
+    _region.release()
+    info = _region.info()
+    assert info["pages_touched"] <= info["pages_carved"]
+
+
+def test_a_disallowed_region_serves_nobody(native_region: str) -> None:
+    from nea import _meter
+
+    _meter.region_allow(False)
+    try:
+        before = _region.info()["served"]
+        with budget("16MiB"):
+            obj = [object()]
+            assert not _in_region(obj[0])
+        assert _region.info()["served"] == before
+    finally:
+        _meter.region_allow(True)
