@@ -36,8 +36,8 @@ bench: setup
 	$(BIN)/python bench/throughput.py
 
 # The meter's C extension built with AddressSanitizer into build/asan (a copy of the
-# package, so the normal build is untouched), then the meter tests and a longer randomized
-# stress run against it. PYTHONMALLOC=malloc lets ASan see every Python block.
+# package, so the normal build is untouched), then the meter tests (region on and off) and
+# longer randomized stress runs against it (two with the region, one with the table only). PYTHONMALLOC=malloc lets ASan see every Python block.
 ASAN_DIR := build/asan
 asan: setup
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
@@ -50,7 +50,8 @@ asan: setup
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 	    sh -c '$(BIN)/python -c "import nea._meter as m; assert \"build/asan\" in m.__file__, m.__file__" && \
 	        $(BIN)/python -m pytest -q tests/meter && \
-	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30'
+	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30 && \
+	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30'
 
 clean:
 	rm -rf build $(VENV) src/nea/*.so src/*.egg-info

@@ -110,6 +110,8 @@ static rg_page *take_run(rg_slot *rs, uint32_t n)
 
 static void init_run(rg_slot *rs, rg_page *pg, uint32_t n, uint16_t cls)
 {
+    RG_UNPOISON(pg, RG_HDR);
+    RG_POISON((char *)pg + RG_HDR, ((size_t)n << RG_PAGE_SHIFT) - RG_HDR);
     pg->owner = rs->owner;
     pg->next = NULL;
     pg->size = 0;
@@ -153,6 +155,7 @@ void *nea_rg_alloc_large(rg_slot *rs, size_t size)
         return NULL;
     }
     init_run(rs, pg, n, 0);
+    RG_UNPOISON((char *)pg + RG_LARGE_HDR, size);
     pg->size = size;
     pg->live = 1;
     rs->live_blocks++;
@@ -182,6 +185,8 @@ int nea_rg_resize_in_place(void *p, size_t new_size)
             nea_rg_class_of[(new_size ? new_size - 1 : 0) >> 4] != pg->cls)
             return 0;
         pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4] = (uint16_t)new_size;
+        RG_POISON(p, nea_rg_class_size[pg->cls]);
+        RG_UNPOISON(p, new_size);
         return 1;
     }
     if (new_size <= RG_SMALL_MAX)
@@ -197,6 +202,8 @@ int nea_rg_resize_in_place(void *p, size_t new_size)
             rs->touched = rs->top;
         pg->npages = n;
     }
+    RG_POISON(p, ((size_t)pg->npages << RG_PAGE_SHIFT) - RG_LARGE_HDR);
+    RG_UNPOISON(p, new_size);
     pg->size = new_size;
     return 1;
 }
@@ -231,6 +238,7 @@ static void prefault_all(void)
     for (uint32_t i = 0; i < nea_region.nslots; i++)
         if (ensure_rw(&nea_region.slots[i], nea_region.pages) < 0)
             return; /* a data limit: the rest stays untouched */
+    RG_UNPOISON(nea_region.base, nea_region.span); /* ASan: the touch below reads it all */
     long sys_page = sysconf(_SC_PAGESIZE);
     size_t step = sys_page > 0 ? (size_t)sys_page : 4096;
     for (size_t off = 0; off < nea_region.span; off += step)

@@ -24,6 +24,17 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Under AddressSanitizer (make asan), free and unused parts of the region are poisoned, so
+ * use-after-free and overflows of region blocks are reported as for malloc's blocks. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define RG_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define RG_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define RG_POISON(p, n) ((void)(p), (void)(n))
+#define RG_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #define RG_PAGE_SHIFT 14
 #define RG_PAGE ((size_t)1 << RG_PAGE_SHIFT)
 #define RG_PAGE_MASK (RG_PAGE - 1)
@@ -122,6 +133,7 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
     rg_class *k = &rs->cls[c];
     char *b = k->free;
     if (b != NULL) {
+        RG_UNPOISON(b, sizeof(char *));
         k->free = *(char **)b;
     }
     else if (k->bump + nea_rg_class_size[c] <= k->limit) {
@@ -133,6 +145,8 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
         if (b == NULL)
             return NULL;
     }
+    RG_POISON(b, nea_rg_class_size[c]);
+    RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
     pg->live++;
@@ -155,8 +169,10 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
         if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
             rs->live_blocks--;
             rg_class *k = &rs->cls[pg->cls];
+            RG_UNPOISON(p, sizeof(char *));
             *(char **)p = k->free;
             k->free = p;
+            RG_POISON(p, nea_rg_class_size[pg->cls]);
             return 1;
         }
     }
@@ -164,10 +180,12 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
         *size = pg->size;
         if (rs->owner == *owner) {
             rs->live_blocks--;
+            RG_POISON(p, pg->size);
             nea_rg_free_large(rs, pg);
             return 1;
         }
     }
+    RG_POISON(p, *size);
     if (pg->live == 0 && rs->pinned != 0)
         rs->pinned--;
     return 0;

@@ -1,0 +1,249 @@
+"""Benchmarks of the preallocated region (docs/internals/region.md), side by side in one run.
+
+1. **Metering cost** on nea's own server: the same app served with budgets (``--meter
+   native``, region on), with budgets on the block table only (``--region off``) and without
+   metering (``--meter off``). All servers run at once; wrk alternates between them for
+   ``--rounds`` rounds. Printed per row: the median req/s of each, and the median server
+   CPU time per request (from /proc, steadier than req/s on a shared machine), with the
+   ratios against ``--meter off``. Rows: ``hello`` (raw ASGI) and ``json`` (Starlette
+   JSONResponse, ~20 KB).
+2. **RSS drift**: ``--requests`` mixed requests (hello, JSON, a 1 MiB allocation, and one
+   request in 50 allocating past the budget: a trip under nea, a big allocation under
+   uvicorn) to nea (budgets + region) and to uvicorn, one after the other; RSS after the
+   first 10k requests and at the end, and the drift between them.
+
+Usage: python bench/region.py [--rounds 5] [--duration 3] [--requests 200000] [--skip-drift]
+Needs wrk on PATH, uvloop, httptools, uvicorn and the C extension. All traffic goes to
+127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+BUDGET = "16MiB"
+SLOTS = "16"
+
+APP_SOURCE = '''
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+ITEMS = [
+    {"id": i, "name": f"item {i}", "price": i * 1.25, "tags": ["a", "b", "c"]}
+    for i in range(280)
+]
+
+
+async def hello(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
+
+
+async def items(request):
+    return JSONResponse({"items": ITEMS})
+
+
+async def work(request):
+    data = [bytes(1024) for _ in range(1024)]  # 1 MiB in 1 KiB blocks, freed at the end
+    return PlainTextResponse(str(len(data)))
+
+
+async def hog(request):
+    keep = []
+    try:
+        for _ in range(24):  # 24 MiB: past a 16 MiB budget
+            keep.append(bytearray(1024 * 1024))
+    except MemoryError:
+        raise
+    return PlainTextResponse(str(len(keep)))
+
+
+app = Starlette(routes=[Route("/json", items), Route("/work", work), Route("/hog", hog)])
+'''
+
+MIXED_LUA = """
+local paths = {}
+for i = 1, 50 do
+  if i == 50 then paths[i] = "/hog"
+  elseif i % 3 == 0 then paths[i] = "/work"
+  else paths[i] = "/json" end
+end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n % 50) + 1])
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def start(command: list[str], port: int, workdir: Path, log_name: str) -> subprocess.Popen[bytes]:
+    log = (workdir / log_name).open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command} exited; see {workdir / log_name}")
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{command} did not start")
+
+
+def nea_command(app: str, port: int, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "nea", app, "--host", HOST, "--port", str(port)),
+        *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level"),
+        *("warning", "--budget", BUDGET, "--slots", SLOTS, *extra),
+    ]
+
+
+def uvicorn_command(app: str, port: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)),
+        *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level"),
+        "warning",
+    ]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def wrk(url: str, seconds: float, script: Path | None = None, connections: int = 16) -> int:
+    """Run wrk; return the number of requests it completed."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"(\d+) requests in", output)
+    return int(found.group(1)) if found else 0
+
+
+VARIANTS = {
+    "meter off": ("--meter", "off"),
+    "budgets, table": ("--region", "off"),
+    "budgets, region": ("--region", "on"),
+}
+ROWS = {"hello": ("app:hello", "/"), "json": ("app:app", "/json")}
+
+
+def cost(workdir: Path, rounds: int, duration: float) -> None:
+    print(f"\n1. metering cost: nea, wrk -t1 -c16 -d{duration:g}s, {rounds} rounds, medians")
+    for row, (app, path) in ROWS.items():
+        ports = {name: free_port() for name in VARIANTS}
+        procs = {
+            name: start(nea_command(app, ports[name], *VARIANTS[name]), ports[name], workdir, "n")
+            for name in VARIANTS
+        }
+        rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        try:
+            for name in VARIANTS:
+                wrk(f"http://{HOST}:{ports[name]}{path}", 1)  # warm up
+            for r in range(rounds):
+                order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+                for name in order:
+                    before = cpu_seconds(procs[name].pid)
+                    done = wrk(f"http://{HOST}:{ports[name]}{path}", duration)
+                    used = cpu_seconds(procs[name].pid) - before
+                    rates[name].append(done / duration)
+                    cpu[name].append(used / max(done, 1) * 1e6)
+        finally:
+            for proc in procs.values():
+                proc.terminate()
+                proc.wait()
+        base_rate = statistics.median(rates["meter off"])
+        base_cpu = statistics.median(cpu["meter off"])
+        print(f"  {row}:")
+        for name in VARIANTS:
+            rate, us = statistics.median(rates[name]), statistics.median(cpu[name])
+            print(
+                f"    {name:16} {rate:8.0f} req/s ({rate / base_rate - 1:+6.1%})"
+                f"   {us:6.0f} us CPU/request ({us / base_cpu - 1:+6.1%})"
+            )
+
+
+def drift(workdir: Path, requests: int, chunk: float) -> None:
+    script = workdir / "mixed.lua"
+    script.write_text(MIXED_LUA)
+    print(
+        f"\n2. RSS drift: {requests} mixed requests (1 in 50 past the budget), "
+        "RSS after the first 10k and at the end"
+    )
+    servers = {
+        "nea (budgets + region)": lambda port: nea_command("app:app", port),
+        "uvicorn": lambda port: uvicorn_command("app:app", port),
+    }
+    for name, command in servers.items():
+        port = free_port()
+        proc = start(command(port), port, workdir, "d")
+        try:
+            done, first = 0, 0
+            while done < requests:
+                done += wrk(f"http://{HOST}:{port}/", chunk, script, connections=8)
+                if first == 0 and done >= 10_000:
+                    first = rss_bytes(proc.pid)
+            last = rss_bytes(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait()
+        print(
+            f"  {name:24} {first / 2**20:7.1f} MiB -> {last / 2**20:7.1f} MiB"
+            f"  drift {last / first - 1:+6.1%}  ({done} requests)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3, help="seconds per wrk run")
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--skip-drift", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (apt-get install wrk)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, budget {BUDGET} x {SLOTS}")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "app.py").write_text(APP_SOURCE)
+        if not args.skip_cost:
+            cost(workdir, args.rounds, args.duration)
+        if not args.skip_drift:
+            drift(workdir, args.requests, chunk=2)
+
+
+if __name__ == "__main__":
+    main()
