@@ -141,7 +141,7 @@ def rss_bytes(pid: int) -> int:
 
 def wrk(url: str, seconds: float, script: Path | None = None, connections: int = 16) -> int:
     """Run wrk; return the number of requests it completed."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout

@@ -8,8 +8,27 @@
 
 #include <errno.h>
 #include <stdlib.h>
+
+#if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
 #include <unistd.h>
+#define RG_HAVE_MMAP 1
+#else
+/* No mmap: the region is never mapped (nea_region_configure fails with ENOSYS) and every
+ * budget uses the block table. */
+#define RG_HAVE_MMAP 0
+#define PROT_NONE 0
+#define PROT_READ 0
+#define PROT_WRITE 0
+#define MAP_FAILED ((void *)-1)
+static int mprotect(void *p, size_t n, int prot) { (void)p; (void)n; (void)prot; return -1; }
+static int munmap(void *p, size_t n) { (void)p; (void)n; return 0; }
+static long sysconf(int name) { (void)name; return 4096; }
+#define _SC_PAGESIZE 0
+#endif
+#if defined(_MSC_VER)
+#define __builtin_ctzll(x) ((int)_tzcnt_u64(x))
+#endif
 
 #ifndef MAP_NORESERVE
 #define MAP_NORESERVE 0
@@ -129,6 +148,7 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c)
         return NULL;
     }
     init_run(rs, pg, 1, (uint16_t)c);
+    rs->used |= UINT64_C(1) << c;
     rg_class *k = &rs->cls[c];
     char *first = (char *)pg + RG_HDR;
     k->bump = first + nea_rg_class_size[c];
@@ -272,10 +292,19 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
     rg_slot *slots = calloc(nslots, sizeof(rg_slot));
     if (slots == NULL)
         return -1;
+    if (!RG_HAVE_MMAP) {
+        free(slots);
+        errno = ENOSYS;
+        return -1;
+    }
     size_t span = stride * nslots;
     /* Over-map by a page and trim, so the base is page-aligned for any system page size. */
+#if RG_HAVE_MMAP
     char *raw = mmap(NULL, span + RG_PAGE, PROT_NONE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+#else
+    char *raw = MAP_FAILED;
+#endif
     if (raw == MAP_FAILED) {
         free(slots);
         return -1;
@@ -372,7 +401,10 @@ void nea_region_close(uint32_t r)
         scan_reset(rs);
         nea_region.scan_resets++;
     }
-    memset(rs->cls, 0, sizeof(rs->cls));
+    /* Clear only the classes this holder used (a page was carved for each of them). */
+    for (uint64_t used = rs->used; used != 0; used &= used - 1)
+        memset(&rs->cls[__builtin_ctzll(used)], 0, sizeof(rg_class));
+    rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;
     rs->live_blocks = 0;

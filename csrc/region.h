@@ -79,6 +79,7 @@ typedef struct {
     uint32_t pinned;          /* runs holding live blocks of earlier holders */
     uint32_t next_free;
     uint8_t held;
+    uint64_t used;            /* bit c: class c has state to clear at reset */
     rg_class cls[RG_NCLASS + 1];
 } rg_slot;
 
