@@ -193,6 +193,17 @@ def cost(workdir: Path, rounds: int, duration: float) -> None:
             )
 
 
+def settled_rss(pid: int, port: int) -> int:
+    """RSS once the requests wrk left in flight are done: a few plain requests, one at a
+    time, first (wrk stops mid-request; a hog still running would count)."""
+    for _ in range(5):
+        with socket.create_connection((HOST, port)) as conn:
+            conn.sendall(b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while conn.recv(65536):
+                pass
+    return rss_bytes(pid)
+
+
 def drift(workdir: Path, requests: int, chunk: float) -> None:
     script = workdir / "mixed.lua"
     script.write_text(MIXED_LUA)
@@ -202,6 +213,7 @@ def drift(workdir: Path, requests: int, chunk: float) -> None:
     )
     servers = {
         "nea (budgets + region)": lambda port: nea_command("app:app", port),
+        "nea --prefault": lambda port: nea_command("app:app", port, "--prefault"),
         "uvicorn": lambda port: uvicorn_command("app:app", port),
     }
     for name, command in servers.items():
@@ -212,8 +224,8 @@ def drift(workdir: Path, requests: int, chunk: float) -> None:
             while done < requests:
                 done += wrk(f"http://{HOST}:{port}/", chunk, script, connections=8)
                 if first == 0 and done >= 10_000:
-                    first = rss_bytes(proc.pid)
-            last = rss_bytes(proc.pid)
+                    first = settled_rss(proc.pid, port)
+            last = settled_rss(proc.pid, port)
         finally:
             proc.terminate()
             proc.wait()

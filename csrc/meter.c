@@ -785,3 +785,24 @@ PyObject *nea_meter_region_info(void)
         rw, "grow_failures", (unsigned long long)nea_region.grow_failures, "base",
         (unsigned long long)(uintptr_t)nea_region.base);
 }
+
+PyObject *nea_meter_region_slots(void)
+{
+    PyObject *list = PyList_New(0);
+    for (uint32_t i = 0; list != NULL && i < nea_region.nslots; i++) {
+        rg_slot *rs = &nea_region.slots[i];
+        unsigned long long runs = 0, run_pages = 0;
+        for (rg_page *r = rs->runs; r != NULL; r = r->next) {
+            runs++;
+            run_pages += r->npages;
+        }
+        PyObject *t = Py_BuildValue("{s:i,s:I,s:I,s:I,s:I,s:K,s:K}", "held", rs->held, "top",
+                                    rs->top, "pinned", rs->pinned, "touched", rs->touched,
+                                    "live_blocks", rs->live_blocks, "free_runs", runs,
+                                    "free_run_pages", run_pages);
+        if (t == NULL || PyList_Append(list, t) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(t);
+    }
+    return list;
+}

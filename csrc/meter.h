@@ -94,4 +94,5 @@ void nea_meter_region_enable(int on);
  * region block freed through pymalloc must never happen. */
 void nea_meter_region_allow(int ok);
 PyObject *nea_meter_region_info(void);
+PyObject *nea_meter_region_slots(void); /* per-slot state, for tests and debugging */
 #endif

@@ -309,6 +309,11 @@ static PyObject *meter_region_info(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a
     return nea_meter_region_info();
 }
 
+static PyObject *meter_region_slots(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return nea_meter_region_slots();
+}
+
 static PyMethodDef meter_methods[] = {
     {"install", meter_install, METH_NOARGS, "Hook the MEM and OBJ allocator domains."},
     {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
@@ -334,6 +339,7 @@ static PyMethodDef meter_methods[] = {
     {"region_release", meter_region_release, METH_NOARGS,
      "region_release(): give free slots' pages back to the OS; returns the bytes."},
     {"region_info", meter_region_info, METH_NOARGS, "The region's geometry and counters."},
+    {"region_slots", meter_region_slots, METH_NOARGS, "Each region slot's state (debugging)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -333,6 +333,8 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
     return 0;
 }
 
+static void scan_reset(rg_slot *rs);
+
 uint32_t nea_region_acquire(uint64_t owner)
 {
     if (!nea_region.enabled || !nea_region.allowed)
@@ -342,12 +344,36 @@ uint32_t nea_region_acquire(uint64_t owner)
         nea_region.enabled = 0; /* no mapping possible here: the table path serves all */
         return RG_NONE;
     }
-    uint32_t r = nea_region.free_head;
+    /* The most recently freed slot (warmest in the caches) among those with the lowest
+     * top: escaped blocks (objects parked on CPython's free lists, a tripped request's
+     * blocks held by its exception's frames until the GC runs) pin pages, and a slot
+     * pinned near its end would send the next request to the table path. */
+    uint32_t *link = &nea_region.free_head;
+    uint32_t best = UINT32_MAX;
+    for (uint32_t *l = link; *l != RG_NONE; l = &nea_region.slots[*l].next_free) {
+        uint32_t top = nea_region.slots[*l].pinned == 0 ? 0 : nea_region.slots[*l].top;
+        if (top < best) {
+            best = top;
+            link = l;
+            if (top == 0)
+                break;
+        }
+    }
+    uint32_t r = *link;
     if (r == RG_NONE)
         return RG_NONE;
     rg_slot *rs = &nea_region.slots[r];
-    nea_region.free_head = rs->next_free;
+    *link = rs->next_free;
     rs->next_free = RG_NONE;
+    /* Blocks that escaped earlier holders may have been freed since the slot's last
+     * reset: take their pages back now rather than serve around them. */
+    if (rs->pinned == 0) {
+        rs->top = 0;
+        rs->runs = NULL;
+    }
+    else {
+        scan_reset(rs);
+    }
     rs->held = 1;
     rs->owner = owner;
     rs->live_blocks = 0;
