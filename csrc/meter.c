@@ -730,7 +730,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
         return -1;
     set_epoch++; /* cached pointers to this slot must not be used any more */
     if (s->region != RG_NONE) {
-        nea_region_close(s->region); /* its live blocks become earlier holders' (retained) */
+        nea_region_close(s->region, s->live); /* live blocks: an earlier holder's now */
         s->region = RG_NONE;
     }
     fill_report(s, out);
@@ -796,9 +796,9 @@ PyObject *nea_meter_region_slots(void)
             runs++;
             run_pages += r->npages;
         }
-        PyObject *t = Py_BuildValue("{s:i,s:I,s:I,s:I,s:I,s:K,s:K}", "held", rs->held, "top",
+        PyObject *t = Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K}", "held", rs->held, "top",
                                     rs->top, "pinned", rs->pinned, "touched", rs->touched,
-                                    "live_blocks", rs->live_blocks, "free_runs", runs,
+                                    "free_runs", runs,
                                     "free_run_pages", run_pages);
         if (t == NULL || PyList_Append(list, t) < 0)
             Py_CLEAR(list);

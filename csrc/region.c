@@ -178,7 +178,6 @@ void *nea_rg_alloc_large(rg_slot *rs, size_t size)
     RG_UNPOISON((char *)pg + RG_LARGE_HDR, size);
     pg->size = size;
     pg->live = 1;
-    rs->live_blocks++;
     return (char *)pg + RG_LARGE_HDR;
 }
 
@@ -200,9 +199,10 @@ int nea_rg_resize_in_place(void *p, size_t new_size)
 {
     rg_page *pg = nea_rg_page(p);
     rg_slot *rs = &nea_region.slots[pg->slot];
+    if (new_size == 0)
+        return 0; /* never a region block (see nea_rg_alloc) */
     if (pg->cls != 0) {
-        if (new_size > RG_SMALL_MAX ||
-            nea_rg_class_of[(new_size ? new_size - 1 : 0) >> 4] != pg->cls)
+        if (new_size > RG_SMALL_MAX || nea_rg_class_of[(new_size - 1) >> 4] != pg->cls)
             return 0;
         pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4] = (uint16_t)new_size;
         RG_POISON(p, nea_rg_class_size[pg->cls]);
@@ -376,7 +376,6 @@ uint32_t nea_region_acquire(uint64_t owner)
     }
     rs->held = 1;
     rs->owner = owner;
-    rs->live_blocks = 0;
     nea_region.held++;
     nea_region.served++;
     return r;
@@ -415,10 +414,10 @@ static void scan_reset(rg_slot *rs)
     rs->pinned = pinned;
 }
 
-void nea_region_close(uint32_t r)
+void nea_region_close(uint32_t r, size_t live)
 {
     rg_slot *rs = &nea_region.slots[r];
-    if (rs->live_blocks == 0 && rs->pinned == 0) {
+    if (live == 0 && rs->pinned == 0) {
         rs->top = 0;
         rs->runs = NULL;
         nea_region.fast_resets++;
@@ -433,7 +432,6 @@ void nea_region_close(uint32_t r)
     rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;
-    rs->live_blocks = 0;
     nea_region.held--;
     /* LIFO: the slot just used is the warmest in the caches. */
     rs->next_free = nea_region.free_head;

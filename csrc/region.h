@@ -75,7 +75,6 @@ typedef struct {
     uint32_t top;             /* pages [0, top) have been carved */
     uint32_t touched;         /* pages possibly resident (high-water of top since release) */
     uint32_t rw;              /* pages made writable (the rest is PROT_NONE) */
-    uint32_t live_blocks;     /* the holder's live blocks */
     uint32_t pinned;          /* runs holding live blocks of earlier holders */
     uint32_t next_free;
     uint8_t held;
@@ -125,12 +124,14 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c);
 void *nea_rg_alloc_large(rg_slot *rs, size_t size);
 void nea_rg_free_large(rg_slot *rs, rg_page *pg);
 
-/* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it. */
+/* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it.
+ * Zero-byte blocks are never region blocks: every region block is charged at least one
+ * byte, so a holder with nothing charged has nothing live in its slot. */
 static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
 {
-    if (NEA_UNLIKELY(size > RG_SMALL_MAX))
-        return nea_rg_alloc_large(rs, size);
-    unsigned c = nea_rg_class_of[(size ? size - 1 : 0) >> 4];
+    if (NEA_UNLIKELY(size - 1 >= RG_SMALL_MAX)) /* 0 wraps around */
+        return size == 0 ? NULL : nea_rg_alloc_large(rs, size);
+    unsigned c = nea_rg_class_of[(size - 1) >> 4];
     rg_class *k = &rs->cls[c];
     char *b = k->free;
     if (b != NULL) {
@@ -151,7 +152,6 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
     pg->live++;
-    rs->live_blocks++;
     return b;
 }
 
@@ -168,7 +168,6 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
     if (NEA_LIKELY(pg->cls != 0)) {
         *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
         if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
-            rs->live_blocks--;
             rg_class *k = &rs->cls[pg->cls];
             RG_UNPOISON(p, sizeof(char *));
             *(char **)p = k->free;
@@ -180,7 +179,6 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
     else {
         *size = pg->size;
         if (rs->owner == *owner) {
-            rs->live_blocks--;
             RG_POISON(p, pg->size);
             nea_rg_free_large(rs, pg);
             return 1;
@@ -204,8 +202,9 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault);
 /* A free slot for the budget with owner word `owner`, mapping the default region first if
  * nothing is mapped yet; RG_NONE when there is none. */
 uint32_t nea_region_acquire(uint64_t owner);
-/* The holder closed: reset the slot (O(1) when nothing of it is live). */
-void nea_region_close(uint32_t r);
+/* The holder closed with `live` bytes still charged: reset the slot (O(1) when nothing
+ * is, and no earlier holder's blocks pin pages). */
+void nea_region_close(uint32_t r, size_t live);
 /* Give the pages of free, reset slots back to the OS; returns the bytes released. */
 size_t nea_region_release(void);
 
