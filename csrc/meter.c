@@ -1,7 +1,8 @@
-/* meter.c: allocator hooks and the tables behind nea's memory budgets.
+/* meter.c: allocator hooks and charging behind nea's memory budgets.
  *
  * Owns: the hooks on the PyMem (MEM) and PyObject (OBJ) domains, chained to the allocators
- * that were installed before them; the budget slot table; charging. The block table
+ * that were installed before them; the current-budget cache; charging. The budget slots'
+ * lifecycle is slots.c (state shared through state.h); the region is region.c. The block table
  * (pointer -> owner, size) is blocks.c/blocks.h. A hook never calls Python code except
  * under the in_hook guard (contextvar read, the refusal's frame walk), and the tables
  * never allocate through the hooked domains (libc calloc/realloc/free only), so a hook
@@ -18,6 +19,7 @@
 #include "meter.h"
 #include "blocks.h"
 #include "region.h"
+#include "state.h"
 
 #if PY_VERSION_HEX < 0x030B0000
 #include <frameobject.h> /* PyFrame_GetBack on 3.10 */
@@ -37,28 +39,8 @@
 #define NEA_TSTATE() _PyThreadState_UncheckedGet()
 #endif
 
-/* Owner word of a recorded block: slot index (low 20 bits) and generation. */
-#define OWNER(idx, gen) (((uint64_t)(gen) << NEA_SLOT_BITS) | (uint64_t)(idx))
-#define OWNER_IDX(w) ((uint32_t)((w) & NEA_MAX_SLOTS))
-#define OWNER_GEN(w) ((w) >> NEA_SLOT_BITS)
-#define GEN_MASK ((UINT64_C(1) << (64 - NEA_SLOT_BITS)) - 1)
-
-typedef struct {
-    PyMemAllocatorEx prev;    /* the allocator we chain to, per domain */
-    PyMemAllocatorEx ours;
-} domain_hook;
-
-/* All state; guarded by the GIL. */
-static struct {
-    PyObject *var;            /* the `current` contextvar (strong ref, never released) */
-    int installed;
-    int disabled;             /* set at interpreter exit */
-    uint32_t open_count;      /* OPEN slots; 0 = hooks only forward and un-charge */
-    uint32_t forward_count;
-    nea_slot *slots;
-    uint32_t slot_cap, slot_used, free_head;
-    domain_hook mem, obj;
-} M = {.free_head = NEA_NO_SLOT};
+#define M nea_M
+#define set_epoch nea_set_epoch
 
 /* Per-thread cache of the current budget, valid while the thread's context object and
  * context_ver (bumped by CPython on every context enter/exit) and our set epoch (bumped
@@ -75,27 +57,14 @@ typedef struct {
 static NEA_TLS current_cache cache;
 /* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
  * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled. */
-static uint64_t set_epoch = 1;
+uint64_t nea_set_epoch = 1;
 
 /* Re-entrancy guard: set while a hook runs code that may allocate (the contextvar read,
  * the refusal site capture). Allocations made meanwhile are forwarded uncharged and
  * resizes are never refused. */
 static NEA_TLS int in_hook;
 
-/* ---- slots and charging ------------------------------------------------------------ */
-
-static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)
-{
-    if (idx >= M.slot_used)
-        return NULL;
-    nea_slot *s = &M.slots[idx];
-    return (s->gen == gen && s->state != NEA_SLOT_FREE) ? s : NULL;
-}
-
-static NEA_INLINE nea_slot *slot_parent(const nea_slot *s)
-{
-    return s->parent == NEA_NO_SLOT ? NULL : slot_at(s->parent, s->parent_gen);
-}
+/* ---- charging ---------------------------------------------------------------------- */
 
 /* Code objects of the event loop's dispatch frames (asyncio's Handle._run, run_forever,
  * the runners, ...), set from Python at install (nea/meter/_loop.py). */
@@ -247,13 +216,13 @@ static nea_slot fail_closed_slot = {.region = RG_NONE};
 /* The open slot of the current budget; NULL when there is none (or the guard is set);
  * &fail_closed_slot when the contextvar cannot be read (the thread's first context could
  * not be created: an exception is set, and the allocation fails rather than go uncharged). */
-static uint64_t slow_lookups; /* GIL; reported by table_info() */
+uint64_t nea_slow_lookups; /* GIL; reported by table_info() */
 
 static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
     if (ts == NULL || M.disabled)
         return NULL;
-    slow_lookups++;
+    nea_slow_lookups++;
     /* Read before the call: anything the call does that changes the epoch (it may
      * allocate, and a collection may close budgets) leaves this cache stale. */
     uint64_t epoch = set_epoch;
@@ -609,200 +578,3 @@ void nea_meter_disable(void)
     set_epoch++;
 }
 
-int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen)
-{
-    uint32_t i = M.free_head;
-    if (i != NEA_NO_SLOT) {
-        M.free_head = M.slots[i].next_free;
-    }
-    else {
-        if (M.slot_used == NEA_MAX_SLOTS) {
-            PyErr_Format(PyExc_MemoryError, "nea: %u budgets are open at once, the most the "
-                         "meter supports; close budgets before opening more", NEA_MAX_SLOTS);
-            return -1;
-        }
-        if (M.slot_used == M.slot_cap) {
-            uint32_t cap = M.slot_cap ? M.slot_cap * 2 : 64;
-            if (cap > NEA_MAX_SLOTS)
-                cap = NEA_MAX_SLOTS;
-            nea_slot *slots = realloc(M.slots, (size_t)cap * sizeof(nea_slot));
-            if (slots == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            M.slots = slots;
-            M.slot_cap = cap;
-            set_epoch++; /* cached slot pointers point into the old array */
-        }
-        i = M.slot_used++;
-        M.slots[i].gen = 0;
-        M.slots[i].refused_code = NULL;
-    }
-    nea_slot *s = &M.slots[i];
-    uint64_t g = s->gen;
-    Py_CLEAR(s->refused_code); /* normally NULL already (cleared at release) */
-    memset(s, 0, sizeof(*s));
-    s->gen = g;
-    s->limit = limit;
-    s->state = NEA_SLOT_OPEN;
-    s->parent = NEA_NO_SLOT;
-    nea_slot *p = parent != NULL ? slot_at(parent->idx, parent->gen) : NULL;
-    if (p != NULL && p->state == NEA_SLOT_OPEN) {
-        s->parent = parent->idx;
-        s->parent_gen = parent->gen;
-    }
-    s->next_free = NEA_NO_SLOT;
-    /* Only outermost budgets are served from the region: a page names one owner, and an
-     * inner budget's blocks must un-charge the inner budget too (the table path does). */
-    s->region = s->parent == NEA_NO_SLOT ? nea_region_acquire(OWNER(i, g)) : RG_NONE;
-    M.open_count++;
-    *idx = i;
-    *gen = g;
-    return 0;
-}
-
-static void fill_report(const nea_slot *s, nea_report *out)
-{
-    out->limit = s->limit;
-    out->live = s->live;
-    out->peak = s->peak;
-    out->retained = 0;
-    out->allocations = s->allocations;
-    out->refused = s->refused;
-    out->refused_size = s->refused_size;
-    out->tripped = s->tripped;
-    out->refused_code = s->refused_code;
-    Py_XINCREF(out->refused_code);
-    out->refused_line = s->refused_line;
-}
-
-int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out)
-{
-    nea_slot *s = slot_at(idx, gen);
-    if (s == NULL || s->state != NEA_SLOT_OPEN)
-        return -1;
-    fill_report(s, out);
-    return 0;
-}
-
-static int has_open_ancestor(const nea_slot *s)
-{
-    for (nea_slot *t = slot_parent(s); t != NULL; t = slot_parent(t))
-        if (t->state == NEA_SLOT_OPEN)
-            return 1;
-    return 0;
-}
-
-static void slot_release(uint32_t i)
-{
-    nea_slot *s = &M.slots[i];
-    if (s->state == NEA_SLOT_FORWARD)
-        M.forward_count--;
-    s->state = NEA_SLOT_FREE;
-    s->gen = (s->gen + 1) & GEN_MASK;
-    s->next_free = M.free_head;
-    M.free_head = i;
-    PyObject *code = s->refused_code;
-    s->refused_code = NULL;
-    Py_XDECREF(code); /* may free memory: our free hook runs; no table op is in flight */
-}
-
-/* Release forwarding slots that no longer lead to an open budget; repeat because
- * releasing one can cut the chain of another. */
-static void release_dead_forwarders(void)
-{
-    int changed = 1;
-    while (changed && M.forward_count != 0) {
-        changed = 0;
-        for (uint32_t i = 0; i < M.slot_used; i++) {
-            if (M.slots[i].state == NEA_SLOT_FORWARD && !has_open_ancestor(&M.slots[i])) {
-                slot_release(i);
-                changed = 1;
-            }
-        }
-    }
-}
-
-int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
-{
-    nea_slot *s = slot_at(idx, gen);
-    if (s == NULL || s->state != NEA_SLOT_OPEN)
-        return -1;
-    set_epoch++; /* cached pointers to this slot must not be used any more */
-    if (s->region != RG_NONE) {
-        nea_region_close(s->region, s->live); /* live blocks: an earlier holder's now */
-        s->region = RG_NONE;
-    }
-    fill_report(s, out);
-    out->retained = s->live;
-    M.open_count--;
-    if (s->live != 0 && has_open_ancestor(s)) {
-        s->state = NEA_SLOT_FORWARD;
-        M.forward_count++;
-    }
-    else {
-        slot_release(idx);
-    }
-    release_dead_forwarders();
-    nea_block_maybe_shrink();
-    return 0;
-}
-
-PyObject *nea_meter_table_info(void)
-{
-    unsigned long long total, worst;
-    nea_block_displacement(&total, &worst);
-    return Py_BuildValue("{s:n,s:n,s:I,s:I,s:I,s:i,s:K,s:K,s:K}", "blocks",
-                         (Py_ssize_t)nea_blocks.count, "capacity", (Py_ssize_t)nea_blocks.cap,
-                         "slots", M.slot_used, "open", M.open_count, "forwarding",
-                         M.forward_count, "installed", nea_meter_installed(), "slow_lookups",
-                         (unsigned long long)slow_lookups, "displacement_total", total,
-                         "displacement_max", worst);
-}
-
-void nea_meter_region_enable(int on) { nea_region.enabled = on; }
-
-void nea_meter_region_allow(int ok) { nea_region.allowed = ok; }
-
-PyObject *nea_meter_region_info(void)
-{
-    unsigned long long top = 0, pinned = 0, touched = 0, rw = 0;
-    for (uint32_t i = 0; i < nea_region.nslots; i++) {
-        rw += nea_region.slots[i].rw;
-        top += nea_region.slots[i].top;
-        pinned += nea_region.slots[i].pinned;
-        touched += nea_region.slots[i].touched;
-    }
-    return Py_BuildValue(
-        "{s:i,s:i,s:I,s:n,s:n,s:I,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K,s:K,s:K}", "enabled",
-        nea_region.enabled, "allowed", nea_region.allowed, "slots", nea_region.nslots,
-        "slot_bytes", (Py_ssize_t)nea_region.stride, "mapped", (Py_ssize_t)nea_region.span,
-        "held", nea_region.held, "pages_carved", top, "pinned_runs", pinned, "pages_touched",
-        touched, "fast_resets", (unsigned long long)nea_region.fast_resets, "scan_resets",
-        (unsigned long long)nea_region.scan_resets, "fallbacks",
-        (unsigned long long)nea_region.fallbacks, "served",
-        (unsigned long long)nea_region.served, "page_bytes", (Py_ssize_t)RG_PAGE, "pages_writable",
-        rw, "grow_failures", (unsigned long long)nea_region.grow_failures, "base",
-        (unsigned long long)(uintptr_t)nea_region.base);
-}
-
-PyObject *nea_meter_region_slots(void)
-{
-    PyObject *list = PyList_New(0);
-    for (uint32_t i = 0; list != NULL && i < nea_region.nslots; i++) {
-        rg_slot *rs = &nea_region.slots[i];
-        unsigned long long runs = 0, run_pages = 0;
-        for (rg_page *r = rs->runs; r != NULL; r = r->next) {
-            runs++;
-            run_pages += r->npages;
-        }
-        PyObject *t = Py_BuildValue("{s:i,s:I,s:I,s:I,s:K,s:K}", "held", rs->held, "top",
-                                    rs->top, "pinned", rs->pinned, "touched", rs->touched,
-                                    "free_runs", runs,
-                                    "free_run_pages", run_pages);
-        if (t == NULL || PyList_Append(list, t) < 0)
-            Py_CLEAR(list);
-        Py_XDECREF(t);
-    }
-    return list;
-}

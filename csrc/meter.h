@@ -1,7 +1,7 @@
 /* meter.h: the core of nea's memory meter, shared by meter.c (allocator hooks, tables)
  * and module.c (the Python binding).
  *
- * All state lives in one struct, `nea_meter` in meter.c; every field is guarded by the GIL
+ * All state lives in one struct, `nea_M` (state.h, defined in slots.c), guarded by the GIL
  * (the hooks run only for the PyMem/PyObject domains, which require it). Free-threaded
  * builds are not supported: the extension refuses to compile there and nea falls back to
  * the tracemalloc meter.

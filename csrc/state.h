@@ -1,0 +1,52 @@
+/* state.h: the meter's state shared by meter.c (hooks, charging) and slots.c (opening and
+ * closing budgets, reports). Private to the extension; guarded by the GIL.
+ */
+#ifndef NEA_STATE_H
+#define NEA_STATE_H
+
+#include "meter.h"
+#include "blocks.h"
+
+/* Owner word of a recorded block: slot index (low 20 bits) and generation. */
+#define OWNER(idx, gen) (((uint64_t)(gen) << NEA_SLOT_BITS) | (uint64_t)(idx))
+#define OWNER_IDX(w) ((uint32_t)((w) & NEA_MAX_SLOTS))
+#define OWNER_GEN(w) ((w) >> NEA_SLOT_BITS)
+#define GEN_MASK ((UINT64_C(1) << (64 - NEA_SLOT_BITS)) - 1)
+
+typedef struct {
+    PyMemAllocatorEx prev;    /* the allocator we chain to, per domain */
+    PyMemAllocatorEx ours;
+} domain_hook;
+
+/* All state; guarded by the GIL. */
+typedef struct {
+    PyObject *var;            /* the `current` contextvar (strong ref, never released) */
+    int installed;
+    int disabled;             /* set at interpreter exit */
+    uint32_t open_count;      /* OPEN slots; 0 = hooks only forward and un-charge */
+    uint32_t forward_count;
+    nea_slot *slots;
+    uint32_t slot_cap, slot_used, free_head;
+    domain_hook mem, obj;
+} nea_state;
+
+extern nea_state nea_M NEA_HIDDEN;
+/* Bumped whenever a cached current-budget slot pointer may be stale (meter.c). */
+extern uint64_t nea_set_epoch NEA_HIDDEN;
+extern uint64_t nea_slow_lookups NEA_HIDDEN;
+
+
+static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)
+{
+    if (idx >= nea_M.slot_used)
+        return NULL;
+    nea_slot *s = &nea_M.slots[idx];
+    return (s->gen == gen && s->state != NEA_SLOT_FREE) ? s : NULL;
+}
+
+static NEA_INLINE nea_slot *slot_parent(const nea_slot *s)
+{
+    return s->parent == NEA_NO_SLOT ? NULL : slot_at(s->parent, s->parent_gen);
+}
+
+#endif
