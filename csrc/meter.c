@@ -324,12 +324,28 @@ static NEA_INLINE void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx,
     return p;
 }
 
-static NEA_COLD void *hook_malloc_slow(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
-                                        size_t size)
+static NEA_COLD void *hook_alloc_slow(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
+                                       size_t nelem, size_t elsize, int zero)
 {
     if (NEA_UNLIKELY(s == &fail_closed_slot))
         return NULL;
-    return charged_alloc(d, s, idx, gen, size, 1, 0);
+    return charged_alloc(d, s, idx, gen, nelem, elsize, zero);
+}
+
+/* Fast path: a region holder is outermost (no chain to check or charge), and well under
+ * its limit nothing can be refused (no frame walk, no GC). NULL: take the slow path. */
+static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
+{
+    if (!(s->region != RG_NONE && s->live <= s->limit && size <= s->limit - s->live))
+        return NULL;
+    void *p = nea_rg_alloc(&nea_region.slots[s->region], size);
+    if (NEA_LIKELY(p != NULL)) {
+        s->live += size;
+        if (s->live > s->peak)
+            s->peak = s->live;
+        s->allocations++;
+    }
+    return p;
 }
 
 static void *hook_malloc(void *ctx, size_t size)
@@ -340,19 +356,8 @@ static void *hook_malloc(void *ctx, size_t size)
     nea_slot *s = current_slot(&idx, &gen);
     if (s == NULL)
         return d->prev.malloc(d->prev.ctx, size);
-    /* Fast path: a region holder is outermost (no chain to check or charge), and well
-     * under its limit nothing can be refused (no frame walk, no GC). */
-    if (NEA_LIKELY(s->region != RG_NONE && s->live <= s->limit && size <= s->limit - s->live)) {
-        void *p = nea_rg_alloc(&nea_region.slots[s->region], size);
-        if (NEA_LIKELY(p != NULL)) {
-            s->live += size;
-            if (s->live > s->peak)
-                s->peak = s->live;
-            s->allocations++;
-            return p;
-        }
-    }
-    return hook_malloc_slow(d, s, idx, gen, size);
+    void *p = holder_alloc(s, size);
+    return NEA_LIKELY(p != NULL) ? p : hook_alloc_slow(d, s, idx, gen, size, 1, 0);
 }
 
 static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
@@ -363,9 +368,12 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
     nea_slot *s = current_slot(&idx, &gen);
     if (s == NULL)
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
-    if (NEA_UNLIKELY(s == &fail_closed_slot))
-        return NULL;
-    return charged_alloc(d, s, idx, gen, nelem, elsize, 1);
+    if (elsize == 0 || nelem <= SIZE_MAX / elsize) {
+        void *p = holder_alloc(s, nelem * elsize);
+        if (NEA_LIKELY(p != NULL))
+            return memset(p, 0, nelem * elsize);
+    }
+    return hook_alloc_slow(d, s, idx, gen, nelem, elsize, 1);
 }
 
 /* Free a region block and un-charge its owner (nobody, when it escaped its budget). A
