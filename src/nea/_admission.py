@@ -362,7 +362,13 @@ class Admission:
         self._served += 1
         if request_budget.tripped:
             self._tripped += 1
-            await self._on_trip(scope, request_budget, guard, send, error)
+            try:
+                await self._on_trip(scope, request_budget, guard, send, error)
+            finally:
+                # `error`'s traceback holds this frame, whose `error` holds it: a cycle that
+                # would keep the tripped request's frames (and everything they allocated)
+                # alive until the next full collection. Break it now.
+                error = None
         return request_budget
 
     async def _on_trip(
