@@ -35,7 +35,7 @@ HOST = "127.0.0.1"
 BUDGET = "16MiB"
 SLOTS = "16"
 
-APP_SOURCE = '''
+APP_SOURCE = """
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -72,7 +72,7 @@ async def hog(request):
 
 
 app = Starlette(routes=[Route("/json", items), Route("/work", work), Route("/hog", hog)])
-'''
+"""
 
 MIXED_LUA = """
 local paths = {}
