@@ -65,6 +65,9 @@ def test_escaped_blocks_are_retained_and_freeing_them_credits_nobody(native_regi
     retained = first.statistics().retained
     assert retained >= 50 * 100
     assert _region.info()["pinned_runs"] >= 1
+    from nea import _meter
+
+    assert any(s["pinned"] and not s["held"] for s in _meter.region_slots())
     stats = first.statistics()
     # The slot stays usable around the pinned pages, and a later free credits nobody.
     with budget("16MiB") as second:
