@@ -371,7 +371,7 @@ uint32_t nea_region_acquire(uint64_t owner)
         rs->top = 0;
         rs->runs = NULL;
     }
-    else {
+    else if (rs->unpinned) {
         scan_reset(rs);
     }
     rs->held = 1;
@@ -412,6 +412,7 @@ static void scan_reset(rg_slot *rs)
         rs->runs = tail->next;
     rs->top = end;
     rs->pinned = pinned;
+    rs->unpinned = 0;
 }
 
 void nea_region_close(uint32_t r, size_t live)

@@ -78,6 +78,7 @@ typedef struct {
     uint32_t pinned;          /* runs holding live blocks of earlier holders */
     uint32_t next_free;
     uint8_t held;
+    uint8_t unpinned;         /* a pinned run became free since the last walk */
     uint64_t used;            /* bit c: class c has state to clear at reset */
     rg_class cls[RG_NCLASS + 1];
 } rg_slot;
@@ -185,8 +186,10 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
         }
     }
     RG_POISON(p, *size);
-    if (pg->live == 0 && rs->pinned != 0)
+    if (pg->live == 0 && rs->pinned != 0) {
         rs->pinned--;
+        rs->unpinned = 1;
+    }
     return 0;
 }
 
