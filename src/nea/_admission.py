@@ -192,6 +192,10 @@ class _ResponseGuard:
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
             raise BudgetExceeded(self._budget.statistics(), 0)
+        await self._send(message)
+        # Marked once the server took the message: a send that failed before (the budget
+        # refused the memory to make the call) leaves the response unstarted, so admission
+        # can still answer 500 instead of aborting.
         kind = message["type"]
         if kind == "http.response.start":
             self.started = True
@@ -199,7 +203,6 @@ class _ResponseGuard:
             kind == "http.response.pathsend"
         ):
             self.complete = True
-        await self._send(message)
 
 
 class Admission:

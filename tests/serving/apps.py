@@ -4,6 +4,8 @@
 ``/swallow/N`` does the same but catches the MemoryError and answers 200 anyway;
 ``/stream/N`` starts a chunked response, then allocates; ``/malloc/N`` asks C's malloc for
 N MiB directly (not metered: only ``--memory-limit`` can refuse it).
+``edge_app``: ``/edge/N`` fills its budget until about N bytes are left, then answers
+(the server's own work for the response must not need any of those bytes).
 ``starlette_app`` has ``async def`` and ``def`` endpoints of both kinds (neighbour, hog).
 """
 
@@ -73,6 +75,27 @@ async def hog_app(scope: Any, receive: Any, send: Any) -> None:
     elif kind == "budget":
         request_budget = scope["extensions"]["nea.budget"]
         await text(send, b"limit %d" % request_budget.limit)
+
+
+EDGE_BODY = b"made it"
+_EDGE_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(EDGE_BODY))],
+}
+_EDGE_BODY = {"type": "http.response.body", "body": EDGE_BODY}
+
+
+async def edge_app(scope: Any, receive: Any, send: Any) -> None:
+    """Leave about ``N`` bytes of the request's budget, then send a prebuilt response."""
+    if scope["type"] != "http":
+        return
+    room = int(scope["path"].rsplit("/", 1)[1])
+    request_budget = scope["extensions"]["nea.budget"]
+    filler = bytearray(max(request_budget.limit - request_budget.live - room, 0))
+    await send(_EDGE_START)
+    await send(_EDGE_BODY)
+    del filler
 
 
 async def neighbour(request: Request) -> Response:
