@@ -377,7 +377,7 @@ class Admission:
         error: Exception | None,
     ) -> None:
         """Answer or abort a request whose budget tripped; runs outside its budget."""
-        _log_trip(scope, request_budget, error)
+        _log_trip(scope, request_budget)
         if not guard.started:
             await _send_text(send, 500, OUT_OF_MEMORY_BODY, [(b"connection", b"close")])
         elif not guard.complete:
@@ -386,30 +386,22 @@ class Admission:
         # whole and correct when it left; there is nothing left to answer or abort.
 
 
-def _log_trip(scope: Scope, request_budget: Budget, exc: BaseException | None) -> None:
+def _log_trip(scope: Scope, request_budget: Budget) -> None:
+    """One warning line from the budget's own numbers: whatever exception reached
+    admission (a ``BudgetExceeded``, the bare ``MemoryError`` a thread pool re-raised, an
+    app's own error, or none when the app swallowed the trip) the budget knows what it
+    refused and where."""
     stats = request_budget.statistics()
-    requested = _requested_size(exc)
-    refused = format_size(requested) if requested else "unknown size"
+    requested = request_budget.refused_size
     logger.warning(
         "out of memory: %s %s exceeded its budget of %s (peak %s); refused %s at %s",
         scope.get("method", "?"),
         scope.get("path", "?"),
         format_size(stats.limit),
         format_size(stats.peak),
-        refused,
+        format_size(requested) if requested else "an unknown size",
         stats.refused_at or "an unknown site",
     )
-
-
-def _requested_size(exc: BaseException | None) -> int:
-    """The refused allocation's size, from the ``BudgetExceeded`` in ``exc``'s chain."""
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, BudgetExceeded) and exc.requested:
-            return exc.requested
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return 0
 
 
 def _expects_continue(scope: Scope) -> bool:

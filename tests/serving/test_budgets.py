@@ -164,6 +164,26 @@ async def test_neighbours_unaffected_by_hogs(native: str, backend: str, hog_path
     assert (stats.tripped, stats.served) == (3, 27)
 
 
+@pytest.mark.parametrize("hog_path", ["/hog", "/sync-hog"])
+async def test_trip_warning_names_the_refused_size_and_site(
+    native: str, hog_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also for ``def`` endpoints, whose MemoryError comes back through the thread pool
+    without the budget's details: the line is built from the budget's own numbers."""
+    with caplog.at_level(logging.WARNING, logger="nea.error"):
+        async with (
+            run_server(starlette_app, budget="16MiB") as srv,
+            httpx.AsyncClient(base_url=srv.url, timeout=30) as client,
+        ):
+            assert (await client.get(hog_path)).status_code == 500
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.fullmatch(
+        rf"out of memory: GET {hog_path} exceeded its budget of 16\.0 MiB \(peak \d+\.\d MiB\); "
+        r"refused 1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate)",
+        warning,
+    ), warning
+
+
 async def test_meter_off_runs_without_budgets(backend: str) -> None:
     async with (
         run_server(hog_app, http=backend, budget="1MiB", meter="off") as srv,

@@ -85,6 +85,12 @@ class Budget:
         handle = self._handle
         return handle is not None and handle.tripped is True
 
+    @property
+    def refused_size(self) -> int:
+        """The size of the first refused allocation in bytes (0 while none was refused,
+        and always with the tracemalloc meter, which refuses nothing)."""
+        return self._snapshot().refused_size
+
     def statistics(self) -> BudgetStatistics:
         """A frozen copy of the accounting (see ``BudgetStatistics``)."""
         return self._snapshot().statistics()
