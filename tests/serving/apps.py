@@ -125,3 +125,30 @@ starlette_app = Starlette(
         Route("/sync-hog", sync_hog),
     ]
 )
+
+
+def _fill(hold: list[bytearray], size: int) -> None:
+    """Allocate ``size``-byte chunks into ``hold`` until one is refused."""
+    with contextlib.suppress(MemoryError):
+        while True:
+            hold.append(bytearray(size))
+
+
+async def grace_app(scope: Any, receive: Any, send: Any) -> None:
+    """Trips its budget, swallows the error, uses up the grace allowance too, then awaits a
+    future resolved by a callback: the event loop's own allocations for waking the task
+    (run in the task's context, so charged to its budget) must not be refused."""
+    if scope["type"] != "http":
+        return
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+    loop.call_soon(woken.set_result, None)  # scheduled now: the await below allocates nothing
+    # With a callback already there, the loop's machinery allocates (a list of callbacks)
+    # when the task waits for the future.
+    woken.add_done_callback(lambda _: None)
+    hold: list[bytearray] = []
+    for size in (65536, 4096, 256, 16):  # up to the limit, then through the grace
+        _fill(hold, size)
+        _fill(hold, size)
+    await woken
+    await text(send, b"still here")  # refused (tripped): nea answers 500
