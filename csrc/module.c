@@ -306,6 +306,10 @@ static int close_handle(nea_handle *h)
 {
     int rc = nea_slot_close(h->idx, h->gen, &h->final);
     h->closed = 1;
+    /* The owner (a Budget) holds this handle: dropping it here breaks the cycle, so a
+     * request's budget is freed by reference counting, not left to the cyclic GC. A
+     * closed budget is current nowhere any more (current_budget() gives None there). */
+    Py_CLEAR(h->owner);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
         return -1;

@@ -51,7 +51,7 @@ import anyio
 from nea._errors import ConfigError
 from nea._sizes import format_size, parse_size
 from nea._types import ASGIApp, Message, Receive, Scope, Send
-from nea.meter import Budget, BudgetExceeded, budget
+from nea.meter import Budget, BudgetExceeded
 
 logger = logging.getLogger("nea.error")
 
@@ -186,16 +186,20 @@ class _ResponseGuard:
         self.started = False
         self.complete = False
 
-    async def __call__(self, message: Message) -> None:
-        if self._budget.tripped:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain method returning the server's awaitable: no coroutine of its own per
+        # message. ``Budget._handle.tripped`` is a C getter that allocates nothing, so the
+        # check itself cannot fail at the budget's edge.
+        if self._budget._handle.tripped:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
-            raise BudgetExceeded(self._budget.statistics(), 0)
-        await self._send(message)
-        # Marked once the server took the message: a send that failed before (the budget
-        # refused the memory to make the call) leaves the response unstarted, so admission
-        # can still answer 500 instead of aborting.
+            raise BudgetExceeded(self._budget.statistics(), self._budget.refused_size)
+        sending = self._send(message)
+        # Marked once the server's send was called: if that call failed (the budget refused
+        # the memory for it) the response is still unstarted, and admission can answer 500
+        # instead of aborting. (nea's server does its own work for the message outside the
+        # request's budget, so it cannot fail on the budget afterwards.)
         kind = message["type"]
         if kind == "http.response.start":
             self.started = True
@@ -203,6 +207,7 @@ class _ResponseGuard:
             kind == "http.response.pathsend"
         ):
             self.complete = True
+        return sending
 
 
 class Admission:
@@ -262,14 +267,16 @@ class Admission:
             abandoned=self._abandoned,
         )
 
-    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[Budget | None]:
         """Run one request of ``app``; non-``http`` scopes go to ``app`` untouched.
 
         Raises what the app raised, except a budget trip before the response started
         (answered 500). A trip after the response started raises ``BudgetExceeded`` (or
         the app's exception): the server must abort the connection.
         """
-        await self.admit(app, scope, receive, send)
+        return self.admit(app, scope, receive, send)  # no coroutine of its own
 
     async def admit(
         self,
@@ -291,15 +298,44 @@ class Admission:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return None
-        if not self._pool.try_acquire():
+        pool = self._pool
+        if not pool.try_acquire():
             queued = await self._wait_for_slot(scope, receive, send, wait_disconnect)
             if queued is None:
                 return None
             receive = queued
         try:
-            return await self._run(app, scope, receive, send, on_budget)
+            if self.limit is None:
+                await app(scope, receive, send)
+                self._served += 1
+                return None
+            # The budgeted path, inline (one coroutine per request, not three).
+            request_budget = Budget(self.limit)
+            if on_budget is not None:
+                on_budget(request_budget)
+            extensions = scope.get("extensions")
+            extensions = (
+                {**extensions, "nea.budget": request_budget}
+                if extensions
+                else {"nea.budget": request_budget}
+            )
+            guard = _ResponseGuard(send, request_budget)
+            error: Exception | None = None
+            try:
+                with request_budget:
+                    await app({**scope, "extensions": extensions}, receive, guard)
+            except Exception as exc:
+                if not request_budget.tripped:
+                    self._served += 1
+                    raise
+                error = exc
+            self._served += 1
+            if request_budget.tripped:
+                self._tripped += 1
+                await self._on_trip(scope, request_budget, guard, send, error)
+            return request_budget
         finally:
-            self._pool.release()
+            pool.release()
 
     async def _wait_for_slot(
         self,
@@ -333,40 +369,6 @@ class Admission:
         self._rejected += 1
         await _send_text(send, 503, NO_SLOT_BODY, [(b"retry-after", b"1")])
         return None
-
-    async def _run(
-        self,
-        app: ASGIApp,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        on_budget: Callable[[Budget], None] | None,
-    ) -> Budget | None:
-        if self.limit is None:
-            await app(scope, receive, send)
-            self._served += 1
-            return None
-        request_budget = budget(self.limit)
-        if on_budget is not None:
-            on_budget(request_budget)
-        extensions = dict(scope.get("extensions") or {})
-        extensions["nea.budget"] = request_budget
-        scope = {**scope, "extensions": extensions}
-        guard = _ResponseGuard(send, request_budget)
-        error: Exception | None = None
-        try:
-            with request_budget:
-                await app(scope, receive, guard)
-        except Exception as exc:
-            if not request_budget.tripped:
-                self._served += 1
-                raise
-            error = exc
-        self._served += 1
-        if request_budget.tripped:
-            self._tripped += 1
-            await self._on_trip(scope, request_budget, guard, send, error)
-        return request_budget
 
     async def _on_trip(
         self,

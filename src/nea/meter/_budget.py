@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from nea._sizes import parse_size
+from nea.meter import _select
 from nea.meter._select import Meter, active_meter
 from nea.meter._stats import BudgetExceeded, BudgetStatistics, Snapshot
 
@@ -50,8 +51,9 @@ class Budget:
     def __init__(self, limit: int | str) -> None:
         # A plain non-negative int is the per-request case: skip the parser's checks.
         self._limit = limit if type(limit) is int and limit >= 0 else parse_size(limit)
-        self._meter: Meter = active_meter()
+        self._meter: Meter = _select._active or active_meter()
         # The meter's handle from __enter__ on; it keeps the final numbers once closed.
+        # Admission's per-message check reads ``_handle.tripped`` directly (a C getter).
         self._handle: Any = None
 
     def __repr__(self) -> str:
@@ -151,7 +153,8 @@ def budget(limit: int | str) -> Budget:
 
 
 def current_budget() -> Budget | None:
-    """The budget charged for allocations made here, or ``None``."""
+    """The budget charged for allocations made here, or ``None`` (also in a task that
+    outlived its budget: a closed budget is charged nothing)."""
     handle = active_meter().var.get()
     if handle is None:
         return None

@@ -110,6 +110,7 @@ class TracemallocMeter:
                 self._started_tracing = False
         self.var.set(handle.previous)
         handle.previous = None
+        handle.owner = None  # no Budget <-> handle cycle once closed (see the C meter)
         return handle.tripped
 
     def snapshot(self, handle: TracemallocHandle) -> Snapshot:
