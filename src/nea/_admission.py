@@ -306,7 +306,11 @@ class Admission:
             receive = queued
         try:
             if self.limit is None:
-                await app(scope, receive, send)
+                try:
+                    await app(scope, receive, send)
+                except Exception:
+                    self._served += 1  # an app that raised also ran to its end
+                    raise
                 self._served += 1
                 return None
             # The budgeted path, inline (one coroutine per request, not three).
