@@ -174,7 +174,9 @@ class RequestCycle:
             if self.head.expect_continue and not self.continue_sent:
                 self.continue_sent = True
                 if not self.response_started:
-                    self.conn.write(CONTINUE_RESPONSE)
+                    # The server's write, outside the request's budget (see send()).
+                    conn = self.conn
+                    conn.state.context.run(type(conn).write, conn, CONTINUE_RESPONSE)
             while not self._body and not self.body_complete and not self.disconnected:
                 await self._wait()
         if self.disconnected and not self.body_complete:
