@@ -323,11 +323,13 @@ class Admission:
                 if extensions
                 else {"nea.budget": request_budget}
             )
+            # Built before the budget opens: admission's objects are not the app's memory.
+            request_scope = {**scope, "extensions": extensions}
             guard = _ResponseGuard(send, request_budget)
             error: Exception | None = None
             try:
                 with request_budget:
-                    await app({**scope, "extensions": extensions}, receive, guard)
+                    await app(request_scope, receive, guard)
             except Exception as exc:
                 if not request_budget.tripped:
                     self._served += 1
