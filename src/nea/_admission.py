@@ -317,14 +317,8 @@ class Admission:
             request_budget = Budget(self.limit)
             if on_budget is not None:
                 on_budget(request_budget)
-            extensions = scope.get("extensions")
-            extensions = (
-                {**extensions, "nea.budget": request_budget}
-                if extensions
-                else {"nea.budget": request_budget}
-            )
             # Built before the budget opens: admission's objects are not the app's memory.
-            request_scope = {**scope, "extensions": extensions}
+            request_scope = _with_budget(scope, request_budget)
             guard = _ResponseGuard(send, request_budget)
             error: Exception | None = None
             try:
@@ -392,6 +386,14 @@ class Admission:
             raise error or BudgetExceeded(request_budget.statistics(), 0)
         # A response that completed before the trip (e.g. a background task tripped) was
         # whole and correct when it left; there is nothing left to answer or abort.
+
+
+def _with_budget(scope: Scope, request_budget: Budget) -> Scope:
+    """A shallow copy of ``scope`` whose ``extensions`` (also copied) hold the budget."""
+    extensions = scope.get("extensions")
+    if extensions:
+        return {**scope, "extensions": {**extensions, "nea.budget": request_budget}}
+    return {**scope, "extensions": {"nea.budget": request_budget}}
 
 
 def _log_trip(scope: Scope, request_budget: Budget) -> None:
