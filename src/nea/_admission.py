@@ -1,0 +1,408 @@
+"""Budgeted request admission: the slots, the wait queue, one memory budget per request,
+and the two responses admission itself produces (500 Out of Memory, 503 no slot).
+
+Owns: ``Admission``, the ONE implementation used by nea's server, by
+``nea.middleware.MemoryBudgetMiddleware`` and by ``nea.testing``; ``SlotPool``;
+``AdmissionStatistics``. Must not import the server, the HTTP layer, the CLI or any web
+framework: it speaks plain ASGI and works under any ASGI server (asyncio or trio, via anyio).
+
+How one ``http`` request goes through ``Admission``:
+
+1. **Slot.** A free slot is taken at once (no task, no allocation beyond a counter). When
+   all slots are busy the request waits in a FIFO queue of at most ``queue`` requests for
+   at most ``queue_timeout`` seconds; a full queue or a timeout answers ``503`` with
+   ``retry-after: 1``. Slots are handed over directly to the oldest waiter, so a newcomer
+   never overtakes the queue.
+2. **Disconnect while queued.** To notice a client that gives up while queued, admission
+   reads from ``receive`` while waiting and replays what it read to the app, so the app
+   sees exactly the messages the server produced. It reads at most one body message (a
+   request whose body is still streaming is not drained: the app gets it later, bounded
+   by the server's read buffer), and when that message completes the body it reads once
+   more, which in every ASGI server returns only on disconnect. A request with
+   ``expect: 100-continue`` is not read while queued: reading would make the server send
+   ``100 Continue`` and invite a body that a 503 may refuse; such a request that
+   disconnects while queued reaches the app, which sees ``http.disconnect``.
+3. **Budget.** The app runs inside ``nea.budget(budget)``, nested inside the budget that
+   is already current if any (e.g. nea's server's, when the middleware runs under nea):
+   one meter, both budgets charged. The budget is ``scope["extensions"]["nea.budget"]``
+   in a shallow copy of the scope; its ``statistics()`` are final once the request ends.
+4. **Trip.** When the budget trips (the app raised the ``MemoryError``, or swallowed it and
+   carried on), ``send`` refuses every further message, so nothing the app produces after
+   the trip reaches the client. If the response had not started, admission answers ``500``
+   ``Internal Server Error: Out of Memory`` with ``connection: close``. If it had started,
+   the exception is raised to the server, which must abort the connection so the client
+   never takes a truncated body for a whole one. One warning line goes to ``nea.error``.
+5. **Release.** The slot is given back when the app returns or is cancelled (e.g. the
+   server cancels it because the client is gone). It is held while Starlette background
+   tasks run after the response: they still run inside the request's budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import anyio
+
+from nea._errors import ConfigError
+from nea._sizes import format_size, parse_size
+from nea._types import ASGIApp, Message, Receive, Scope, Send
+from nea.meter import Budget, BudgetExceeded, budget
+
+logger = logging.getLogger("nea.error")
+
+OUT_OF_MEMORY_BODY = b"Internal Server Error: Out of Memory"
+NO_SLOT_BODY = b"Service Unavailable: every request slot is busy, retry later"
+# The queue holds twice as many requests as there are slots unless told otherwise: enough
+# to absorb a burst as large as the server's concurrency without letting the queue
+# (and its waiting time) grow without bound.
+DEFAULT_QUEUE_PER_SLOT = 2
+
+_TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionStatistics:
+    """Counters of one ``Admission`` at one moment.
+
+    ``slots`` is the number of slots (``None``: unlimited), ``busy`` the requests running
+    the app now, ``waiting`` those queued for a slot. ``served`` counts requests that ran
+    the app to its end (including the ``tripped`` ones, whose budget was exceeded),
+    ``rejected`` those answered 503, ``abandoned`` those whose client left while queued.
+    """
+
+    slots: int | None
+    busy: int
+    waiting: int
+    served: int
+    tripped: int
+    rejected: int
+    abandoned: int
+
+
+class _Waiter:
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class SlotPool:
+    """A counting semaphore with a bounded FIFO queue and direct hand-over.
+
+    Holds no event-loop objects between requests, so one pool can serve several loops
+    one after the other (as test clients do). Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(self, slots: int | None, queue: int) -> None:
+        self.slots = slots
+        self.queue = queue
+        self.busy = 0
+        self._waiters: deque[_Waiter] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is queued before us."""
+        if self.slots is None or (self.busy < self.slots and not self._waiters):
+            self.busy += 1
+            return True
+        return False
+
+    def can_wait(self) -> bool:
+        return len(self._waiters) < self.queue
+
+    async def wait_for_slot(self) -> None:
+        """Queue until a slot is handed to us. Cancel it (timeout, disconnect) to give up."""
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self.release()  # handed over just as we gave up: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the oldest waiter if any, else to the pool."""
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.granted = True
+            waiter.event.set()
+        else:
+            self.busy -= 1
+
+
+class _QueuedReceive:
+    """``receive`` for a queued request: watches for a disconnect, replays what it read."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._buffered: deque[Message] = deque()
+        self.gone = False
+
+    async def watch(self, on_disconnect: anyio.CancelScope) -> None:
+        message = await self._receive()
+        self._buffered.append(message)
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            # The body is complete, so the next message can only be a disconnect.
+            message = await self._receive()
+            self._buffered.append(message)
+        if message["type"] == "http.disconnect":
+            self.gone = True
+            on_disconnect.cancel()
+
+    async def __call__(self) -> Message:
+        if self._buffered:
+            return self._buffered.popleft()
+        return await self._receive()
+
+
+class _ResponseGuard:
+    """The app's ``send``: tracks the response and refuses messages once the budget tripped."""
+
+    __slots__ = ("_budget", "_send", "complete", "started")
+
+    def __init__(self, send: Send, request_budget: Budget) -> None:
+        self._send = send
+        self._budget = request_budget
+        self.started = False
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if self._budget.tripped:
+            # Nothing the app sends after a trip may reach the client: not its own error
+            # page (admission answers 500 instead), not the rest of a body that may now be
+            # wrong. The app sees the budget's error again.
+            raise BudgetExceeded(self._budget.statistics(), 0)
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+        elif (kind == "http.response.body" and not message.get("more_body", False)) or (
+            kind == "http.response.pathsend"
+        ):
+            self.complete = True
+        await self._send(message)
+
+
+class Admission:
+    """Runs ASGI ``http`` requests through slots and per-request memory budgets.
+
+    ``budget`` is a size (``parse_size``) or ``None`` for slots without metering;
+    ``slots`` ``None`` means unlimited concurrency (budgets only); ``queue`` is how many
+    requests may wait for a slot (default ``2 × slots``); ``queue_timeout`` how long, in
+    seconds. Invalid values raise ``ConfigError`` naming the option.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: int | str | None,
+        slots: int | None,
+        queue: int | None = None,
+        queue_timeout: float = 10.0,
+    ) -> None:
+        self.limit = _check_budget(budget)
+        _check_count("slots", slots, low=1)
+        _check_count("queue", queue, low=0)
+        if (
+            isinstance(queue_timeout, bool)
+            or not isinstance(queue_timeout, int | float)
+            or not math.isfinite(queue_timeout)
+            or queue_timeout < 0
+        ):
+            raise ConfigError(
+                f"queue_timeout: expected a non-negative number of seconds, got {queue_timeout!r}"
+            )
+        if queue is None:
+            queue = 0 if slots is None else DEFAULT_QUEUE_PER_SLOT * slots
+        self.queue_timeout = float(queue_timeout)
+        self._pool = SlotPool(slots, queue)
+        self._served = 0
+        self._tripped = 0
+        self._rejected = 0
+        self._abandoned = 0
+
+    @property
+    def slots(self) -> int | None:
+        return self._pool.slots
+
+    @property
+    def queue(self) -> int:
+        return self._pool.queue
+
+    def statistics(self) -> AdmissionStatistics:
+        return AdmissionStatistics(
+            slots=self._pool.slots,
+            busy=self._pool.busy,
+            waiting=self._pool.waiting,
+            served=self._served,
+            tripped=self._tripped,
+            rejected=self._rejected,
+            abandoned=self._abandoned,
+        )
+
+    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one request of ``app``; non-``http`` scopes go to ``app`` untouched.
+
+        Raises what the app raised, except a budget trip before the response started
+        (answered 500). A trip after the response started raises ``BudgetExceeded`` (or
+        the app's exception): the server must abort the connection.
+        """
+        await self.admit(app, scope, receive, send)
+
+    async def admit(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> Budget | None:
+        """Like calling the instance, and return the request's budget (``None`` when the
+        request never reached the app, or runs without a budget) for callers that report
+        its statistics: the server's access log, ``nea.testing``."""
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return None
+        if not self._pool.try_acquire():
+            queued = await self._wait_for_slot(scope, receive, send)
+            if queued is None:
+                return None
+            receive = queued
+        try:
+            return await self._run(app, scope, receive, send)
+        finally:
+            self._pool.release()
+
+    async def _wait_for_slot(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Queue for a slot. Returns the ``receive`` to give the app, or ``None`` when the
+        request was answered 503 or its client left (no slot is held then)."""
+        if not self._pool.can_wait():
+            self._rejected += 1
+            await _send_text(send, 503, NO_SLOT_BODY, [(b"retry-after", b"1")])
+            return None
+        queued = _QueuedReceive(receive)
+        admitted = False
+        async with anyio.create_task_group() as watchers:
+            if not _expects_continue(scope):
+                watchers.start_soon(queued.watch, watchers.cancel_scope)
+            with anyio.move_on_after(self.queue_timeout):
+                await self._pool.wait_for_slot()
+                admitted = True
+            watchers.cancel_scope.cancel()
+        if admitted:
+            return queued
+        if queued.gone:
+            self._abandoned += 1
+            return None
+        self._rejected += 1
+        await _send_text(send, 503, NO_SLOT_BODY, [(b"retry-after", b"1")])
+        return None
+
+    async def _run(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Budget | None:
+        if self.limit is None:
+            await app(scope, receive, send)
+            self._served += 1
+            return None
+        request_budget = budget(self.limit)
+        extensions = dict(scope.get("extensions") or {})
+        extensions["nea.budget"] = request_budget
+        scope = {**scope, "extensions": extensions}
+        guard = _ResponseGuard(send, request_budget)
+        error: Exception | None = None
+        try:
+            with request_budget:
+                await app(scope, receive, guard)
+        except Exception as exc:
+            if not request_budget.tripped:
+                self._served += 1
+                raise
+            error = exc
+        self._served += 1
+        if request_budget.tripped:
+            self._tripped += 1
+            await self._on_trip(scope, request_budget, guard, send, error)
+        return request_budget
+
+    async def _on_trip(
+        self,
+        scope: Scope,
+        request_budget: Budget,
+        guard: _ResponseGuard,
+        send: Send,
+        error: Exception | None,
+    ) -> None:
+        """Answer or abort a request whose budget tripped; runs outside its budget."""
+        _log_trip(scope, request_budget, error)
+        if not guard.started:
+            await _send_text(send, 500, OUT_OF_MEMORY_BODY, [(b"connection", b"close")])
+        elif not guard.complete:
+            raise error or BudgetExceeded(request_budget.statistics(), 0)
+        # A response that completed before the trip (e.g. a background task tripped) was
+        # whole and correct when it left; there is nothing left to answer or abort.
+
+
+def _log_trip(scope: Scope, request_budget: Budget, exc: BaseException | None) -> None:
+    stats = request_budget.statistics()
+    requested = _requested_size(exc)
+    refused = format_size(requested) if requested else "unknown size"
+    logger.warning(
+        "out of memory: %s %s exceeded its budget of %s (peak %s); refused %s at %s",
+        scope.get("method", "?"),
+        scope.get("path", "?"),
+        format_size(stats.limit),
+        format_size(stats.peak),
+        refused,
+        stats.refused_at or "an unknown site",
+    )
+
+
+def _requested_size(exc: BaseException | None) -> int:
+    """The refused allocation's size, from the ``BudgetExceeded`` in ``exc``'s chain."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, BudgetExceeded) and exc.requested:
+            return exc.requested
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return 0
+
+
+def _expects_continue(scope: Scope) -> bool:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers") or ()
+    return any(
+        name.lower() == b"expect" and value.lower() == b"100-continue" for name, value in headers
+    )
+
+
+async def _send_text(
+    send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode()), *extra_headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _check_budget(value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        limit = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"budget: {exc}") from None
+    if limit <= 0:
+        raise ConfigError(f"budget: expected a size above 0 bytes, got {value!r}")
+    return limit
+
+
+def _check_count(name: str, value: int | None, *, low: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(
+            f"{name}: expected a whole number of at least {low} or None, got {value!r}"
+        )

@@ -1,0 +1,43 @@
+"""Module imports are never charged to a budget.
+
+Owns: ``exempt_imports``. A module imported lazily during a request (anyio's thread
+backend on the first ``to_thread``, a template engine, ...) is process state, not request
+memory: charging it would make the first request pay megabytes that every later request
+shares. CPython runs every import of a module not yet in ``sys.modules`` through
+``importlib._bootstrap._find_and_load`` (the C fast path for already imported modules never
+reaches it, so this costs nothing per ``import`` of a loaded module). The wrapper clears
+the current budget while the module loads.
+
+Must not import other nea modules.
+"""
+
+from __future__ import annotations
+
+import importlib._bootstrap as _bootstrap
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+_WRAPPED_MARK = "__nea_exempt__"
+
+
+def exempt_imports(var: ContextVar[Any]) -> None:
+    """Make ``_find_and_load`` run with ``var`` set to ``None`` (idempotent)."""
+    original: Callable[..., Any] = _bootstrap._find_and_load  # type: ignore[attr-defined]
+    if getattr(original, _WRAPPED_MARK, False):
+        return
+
+    def _find_and_load(name: str, import_: Callable[..., Any]) -> Any:
+        previous = var.get()
+        if previous is None:
+            return original(name, import_)
+        # set(), never reset(): resetting to "no value" can leave CPython's contextvar
+        # cache stale inside the allocator hook (docs/budgets.md, DESIGN.md §2).
+        var.set(None)
+        try:
+            return original(name, import_)
+        finally:
+            var.set(previous)
+
+    setattr(_find_and_load, _WRAPPED_MARK, True)
+    _bootstrap._find_and_load = _find_and_load  # type: ignore[attr-defined]

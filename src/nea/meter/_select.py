@@ -1,0 +1,131 @@
+"""Choosing the meter: the C extension ``nea._meter`` when it imports, else tracemalloc.
+
+Owns: the ``Meter`` protocol every meter implements, the native meter's thin adapter,
+``active_meter()`` and ``backend()``. ``NEA_METER`` selects: unset or ``auto`` (native
+when available), ``native`` (native or a ``ConfigError``), ``tracemalloc``.
+Must not import ``nea.meter._budget``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol
+
+from nea._errors import ConfigError
+from nea.meter._stats import Snapshot
+from nea.meter._tracemalloc import TracemallocMeter
+
+if TYPE_CHECKING:
+    from nea.meter._budget import Budget
+
+METER_NAMES = ("native", "tracemalloc")
+
+
+class Meter(Protocol):
+    """What ``Budget`` needs from a meter. Handles are opaque but carry ``owner``."""
+
+    name: str
+    var: ContextVar[Any]
+
+    def open(self, limit: int, owner: Budget) -> Any: ...
+
+    def close(self, handle: Any) -> Snapshot: ...
+
+    def snapshot(self, handle: Any) -> Snapshot: ...
+
+
+class NativeMeter:
+    """Adapter over the C extension; the hooks are installed on the first ``open``."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        from nea import _meter
+
+        self._ext = _meter
+        self.var: ContextVar[Any] = _meter.current
+
+    def open(self, limit: int, owner: Budget) -> Any:
+        if not self._ext.installed():
+            from nea.meter._imports import exempt_imports
+
+            self._ext.install()
+            exempt_imports(self.var)
+        return self._ext.open(limit, owner)
+
+    def close(self, handle: Any) -> Snapshot:
+        return Snapshot(*self._ext.close(handle))
+
+    def snapshot(self, handle: Any) -> Snapshot:
+        return Snapshot(*self._ext.snapshot(handle))
+
+
+_meters: dict[str, Meter] = {}
+_active: Meter | None = None
+
+
+def native_available() -> bool:
+    """True when the C extension imports on this interpreter."""
+    try:
+        from nea import _meter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def get_meter(name: str) -> Meter:
+    """The process-wide meter called ``name`` (created on first use)."""
+    meter = _meters.get(name)
+    if meter is None:
+        if name == "native":
+            if not native_available():
+                raise ConfigError(
+                    "NEA_METER=native but the C extension nea._meter is not built for this "
+                    "interpreter; reinstall nea with a C compiler available, or use "
+                    "NEA_METER=tracemalloc"
+                )
+            meter = NativeMeter()
+        elif name == "tracemalloc":
+            meter = TracemallocMeter()
+        else:
+            raise ConfigError(f"unknown meter {name!r}; expected one of {METER_NAMES}")
+        _meters[name] = meter
+    return meter
+
+
+def _choose() -> Meter:
+    wanted = os.environ.get("NEA_METER", "auto").strip().lower() or "auto"
+    if wanted == "auto":
+        return get_meter("native" if native_available() else "tracemalloc")
+    if wanted not in METER_NAMES:
+        raise ConfigError(
+            f"NEA_METER={wanted!r} is not a meter; expected 'auto', 'native' or 'tracemalloc'"
+        )
+    return get_meter(wanted)
+
+
+def active_meter() -> Meter:
+    """The meter new budgets use (chosen from ``NEA_METER`` on first use)."""
+    global _active
+    if _active is None:
+        _active = _choose()
+    return _active
+
+
+def use_meter(name: str) -> Meter:
+    """Switch the meter new budgets use; returns the previous one (tests use this)."""
+    global _active
+    previous = active_meter()
+    _active = get_meter(name)
+    return previous
+
+
+def restore_meter(meter: Meter) -> None:
+    global _active
+    _active = meter
+
+
+def backend() -> str:
+    """``"native"`` or ``"tracemalloc"``: the meter ``nea.budget()`` uses."""
+    return active_meter().name

@@ -1,0 +1,101 @@
+"""The portable fallback meter, built on :mod:`tracemalloc`.
+
+Owns: ``TracemallocMeter``. Used when the C extension ``nea._meter`` is missing or
+``NEA_METER=tracemalloc``. Its guarantees are weaker than the native meter's (see
+docs/budgets.md): tracemalloc traces the whole process, so a budget sees every
+allocation made while it is open (concurrent budgets see each other's), nothing is
+refused at the allocating line, and the limit is checked on exit and whenever the
+statistics are read. It is also 5-13x slower on allocation-heavy code.
+
+Must not import ``nea.meter._budget`` or the C extension.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from nea.meter._stats import Snapshot
+
+if TYPE_CHECKING:
+    from nea.meter._budget import Budget
+
+
+class TracemallocHandle:
+    """One open budget of the tracemalloc meter."""
+
+    __slots__ = ("base", "closed", "limit", "live", "owner", "peak", "retained")
+
+    def __init__(self, owner: Budget, limit: int, base: int) -> None:
+        self.owner: Budget | None = owner
+        self.limit = limit
+        self.base = base
+        self.live = 0
+        self.peak = 0
+        self.retained = 0
+        self.closed = False
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            limit=self.limit,
+            live=self.live,
+            peak=self.peak,
+            allocations=0,
+            refused=0,
+            retained=self.retained,
+            tripped=self.peak > self.limit,
+            refused_size=0,
+            refused_at=None,
+        )
+
+
+class TracemallocMeter:
+    """Measures budgets as differences of tracemalloc's process-wide traced memory.
+
+    tracemalloc has one peak for the process; every read folds it into all open budgets
+    and resets it, so nested and concurrent budgets keep consistent peaks.
+    """
+
+    name = "tracemalloc"
+
+    def __init__(self) -> None:
+        self.var: ContextVar[TracemallocHandle | None] = ContextVar(
+            "nea.budget.tracemalloc", default=None
+        )
+        self._open: list[TracemallocHandle] = []
+        self._started_tracing = False
+
+    def open(self, limit: int, owner: Budget) -> TracemallocHandle:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(1)
+            self._started_tracing = True
+        self._fold()
+        handle = TracemallocHandle(owner, limit, tracemalloc.get_traced_memory()[0])
+        self._open.append(handle)
+        return handle
+
+    def close(self, handle: TracemallocHandle) -> Snapshot:
+        if not handle.closed:
+            self._fold()
+            handle.closed = True
+            handle.retained = handle.live
+            self._open.remove(handle)
+            if not self._open and self._started_tracing:
+                tracemalloc.stop()
+                self._started_tracing = False
+        return handle.snapshot()
+
+    def snapshot(self, handle: TracemallocHandle) -> Snapshot:
+        if not handle.closed:
+            self._fold()
+        return handle.snapshot()
+
+    def _fold(self) -> None:
+        if not tracemalloc.is_tracing():
+            return  # someone stopped tracemalloc under us; keep the last readings
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for handle in self._open:
+            handle.live = max(current - handle.base, 0)
+            handle.peak = max(handle.peak, peak - handle.base, handle.live)

@@ -1,0 +1,50 @@
+"""Per-request memory budgets for ASGI apps served by any server (uvicorn, hypercorn, ...).
+
+Owns: ``MemoryBudgetMiddleware``, a thin pure-ASGI shell over ``nea._admission.Admission``,
+so the middleware answers exactly like nea's own server (500 Out of Memory, 503 when every
+slot is busy, abort after the response started). Must not import the server, the CLI or any
+web framework; it works with Starlette's ``Middleware(...)``/``add_middleware`` because
+those only need ``__init__(app, **options)`` and ``__call__(scope, receive, send)``.
+"""
+
+from __future__ import annotations
+
+from nea._admission import Admission, AdmissionStatistics
+from nea._types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
+
+
+class MemoryBudgetMiddleware:
+    """Run every ``http`` request of ``app`` inside its own memory budget.
+
+    ``budget``: per-request limit, bytes or a size string (``"32MiB"``). ``slots``: how
+    many requests may run at once (``None``: no limit, budgets only); further requests
+    wait up to ``queue_timeout`` seconds in a FIFO queue of ``queue`` places (default
+    ``2 × slots``) and get ``503`` with ``retry-after: 1`` when they cannot get a slot.
+    Other scope types (``websocket``, ``lifespan``) pass through untouched.
+
+    No task group wraps the app: it runs in the server's own task, so the budget (a
+    context variable) follows it into the tasks and threads it starts.
+    Invalid options raise ``nea.ConfigError``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        budget: int | str = "32MiB",
+        slots: int | None = None,
+        queue_timeout: float = 10.0,
+        queue: int | None = None,
+    ) -> None:
+        self.app = app
+        self.admission = Admission(
+            budget=budget, slots=slots, queue=queue, queue_timeout=queue_timeout
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.admission(self.app, scope, receive, send)
+
+    def statistics(self) -> AdmissionStatistics:
+        """Slots busy, requests waiting, served, tripped, rejected, abandoned."""
+        return self.admission.statistics()
