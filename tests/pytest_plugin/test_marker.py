@@ -17,7 +17,10 @@ def exceeded_lines(meter: str, site: str, source: str = "@pytest.mark.memory_bud
     """
     first = f"nea: the test exceeded its memory budget (set by {source})"
     if meter == "native":
-        second = f"memory budget of 1.0 MiB exceeded: refused 8.0 MiB at *{site}; live *, peak *; {ADVICE}"
+        second = (
+            f"memory budget of 1.0 MiB exceeded: refused 8.0 MiB at *{site}; "
+            f"live *, peak *; {ADVICE}"
+        )
     else:
         second = (
             "memory budget of 1.0 MiB exceeded: live *, peak 8.0 MiB "
@@ -59,9 +62,7 @@ def test_sync_test_runs_inside_its_budget_and_fails_when_exceeding_it(
         ["*_ test_hog _*", *exceeded_lines(meter, "test_sync.py:14 in test_hog")],
         consecutive=True,
     )
-    result.stdout.fnmatch_lines(
-        ["FAILED test_sync.py::test_hog - Failed: nea: the test exceeded*"]
-    )
+    result.stdout.fnmatch_lines(["FAILED test_sync.py::test_hog - Failed: nea: the test exceeded*"])
 
 
 def test_test_without_budget_is_not_metered(inner: pytest.Pytester) -> None:
