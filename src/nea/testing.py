@@ -115,13 +115,15 @@ class _Driver:
                 ) from exc
             if self.raise_server_exceptions:
                 raise
-            if exchange.status is not None:
+            if exchange.status is None:
+                exchange.answer_server_error()
+            elif not exchange.complete:
                 raise httpx.RemoteProtocolError(
                     f"the server aborted the response: the app raised {exc!r} after "
                     "the response started",
                     request=request,
                 ) from exc
-            exchange.answer_server_error()
+            # else: the app answered (e.g. Starlette's error page) and raised afterwards.
         finally:
             exchange.finish()
         if exchange.status is None:
@@ -152,6 +154,7 @@ class _Exchange:
         self.status: int | None = None
         self.headers: Headers = []
         self.body: list[bytes] = []
+        self.complete = False
 
     async def receive(self) -> Message:
         if not self._body_sent:
@@ -174,6 +177,7 @@ class _Exchange:
                 raise RuntimeError("expected 'http.response.start', got 'http.response.body'")
             self.body.append(bytes(message.get("body", b"")))
             if not message.get("more_body", False):
+                self.complete = True
                 self._done.set()
         else:
             raise RuntimeError(f"expected an 'http.response.*' message, got {kind!r}")
@@ -185,6 +189,7 @@ class _Exchange:
             (b"content-length", str(len(_SERVER_ERROR_BODY)).encode()),
         ]
         self.body = [_SERVER_ERROR_BODY]
+        self.complete = True
 
     def finish(self) -> None:
         self._done.set()
@@ -217,13 +222,21 @@ class _Lifespan:
             self.error = exc
         finally:
             # ``None`` tells the waiting side that the app returned.
-            self._from_app_send.send_nowait(None)
+            with contextlib.suppress(anyio.BrokenResourceError):
+                self._from_app_send.send_nowait(None)
+            self._from_app_send.close()
+            self._to_app_receive.close()
+
+    def close(self) -> None:
+        """Close the client's ends of the streams (idempotent); ``run`` closes the app's."""
+        self._to_app_send.close()
+        self._from_app_receive.close()
 
     async def _send(self, message: Message) -> None:
         self._from_app_send.send_nowait(message)
 
     async def startup(self) -> None:
-        self._to_app_send.send_nowait({"type": "lifespan.startup"})
+        self._tell_app({"type": "lifespan.startup"})
         message = await self._from_app_receive.receive()
         if message is None:
             # The app returned or raised without answering: it does not do lifespan.
@@ -239,7 +252,7 @@ class _Lifespan:
     async def shutdown(self) -> None:
         if not self.supported:
             return
-        self._to_app_send.send_nowait({"type": "lifespan.shutdown"})
+        self._tell_app({"type": "lifespan.shutdown"})
         message = await self._from_app_receive.receive()
         if message is None:
             raise LifespanError(
@@ -247,6 +260,11 @@ class _Lifespan:
                 + (f" (it raised {self.error!r})" if self.error else "")
             ) from self.error
         self._expect(message, "shutdown")
+
+    def _tell_app(self, message: Message) -> None:
+        # An app that already returned closed its end; the ``None`` it left says so.
+        with contextlib.suppress(anyio.BrokenResourceError):
+            self._to_app_send.send_nowait(message)
 
     def _expect(self, message: Message, phase: str) -> None:
         kind = message.get("type")
@@ -409,12 +427,22 @@ class Client(httpx.Client):
 
     def __enter__(self) -> Client:
         super().__enter__()
+        try:
+            self._start()
+        except BaseException:
+            super().__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        """Start the portal and the lifespan; leaves ``self._stack`` to undo both."""
         with contextlib.ExitStack() as stack:
             portal = stack.enter_context(
                 anyio.from_thread.start_blocking_portal(self._backend, self._backend_options)
             )
             if self._lifespan_mode != "off":
                 lifespan = _Lifespan(self._driver.app, self._lifespan_mode)
+                stack.callback(lifespan.close)
                 task: Future[None] = portal.start_task_soon(lifespan.run)
                 # A failed startup leaves the portal with an exception, which cancels
                 # the lifespan task; only a started app is shut down and waited for.
@@ -425,7 +453,6 @@ class Client(httpx.Client):
                     self._driver.state = lifespan.state
             self._portal = portal
             self._stack = stack.pop_all()
-        return self
 
     def __exit__(
         self,
@@ -494,6 +521,7 @@ class AsyncClient(httpx.AsyncClient):
         except BaseException:
             task.cancel()
             await task.wait()
+            lifespan.close()
             await super().__aexit__(None, None, None)
             raise
         self._lifespan, self._lifespan_task = lifespan, task
@@ -515,6 +543,7 @@ class AsyncClient(httpx.AsyncClient):
                     await lifespan.shutdown()
                 finally:
                     await task.wait()
+                    lifespan.close()
         finally:
             self._driver.state = None
             await super().__aexit__(exc_type, exc, tb)
