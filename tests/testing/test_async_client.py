@@ -42,15 +42,14 @@ async def test_fixture_client_runs_lifespan_and_budgets(client: AsyncClient, met
 
 @pytest.mark.asyncio
 async def test_hog_gets_500_and_neighbours_succeed(meter: str) -> None:
-    async with AsyncClient(make_app(), budget="8MiB") as client:
-        async with anyio.create_task_group() as tg:
-            results: dict[str, httpx.Response] = {}
+    results: dict[str, httpx.Response] = {}
 
-            async def get(path: str) -> None:
-                results[path] = await client.get(path)
+    async def get(path: str) -> None:
+        results[path] = await client.get(path)
 
-            tg.start_soon(get, "/hog")
-            tg.start_soon(get, "/small")
+    async with AsyncClient(make_app(), budget="8MiB") as client, anyio.create_task_group() as tg:
+        tg.start_soon(get, "/hog")
+        tg.start_soon(get, "/small")
     assert results["/hog"].status_code == 500
     assert results["/hog"].text == OUT_OF_MEMORY_BODY.decode()
     assert results["/small"].status_code == 200
@@ -75,17 +74,19 @@ async def test_trip_after_the_response_started_aborts_it(meter: str) -> None:
 @pytest.mark.asyncio
 async def test_busy_slots_answer_503() -> None:
     gate = Gate()
-    async with AsyncClient(make_app(gate=gate), slots=1, queue=0) as client:
-        async with anyio.create_task_group() as tg:
-            first: list[httpx.Response] = []
+    first: list[httpx.Response] = []
 
-            async def slow() -> None:
-                first.append(await client.get("/slow"))
+    async def slow() -> None:
+        first.append(await client.get("/slow"))
 
-            tg.start_soon(slow)
-            await anyio.to_thread.run_sync(gate.entered.wait)
-            busy = await client.get("/small")
-            gate.release.set()
+    async with (
+        AsyncClient(make_app(gate=gate), slots=1, queue=0) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(slow)
+        await anyio.to_thread.run_sync(gate.entered.wait)
+        busy = await client.get("/small")
+        gate.release.set()
     assert busy.status_code == 503
     assert busy.text == NO_SLOT_BODY.decode()
     assert busy.extensions["nea.budget"] is None
