@@ -84,7 +84,7 @@ async def test_busy_slots_answer_503() -> None:
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(slow)
-        await anyio.to_thread.run_sync(gate.entered.wait)
+        assert await anyio.to_thread.run_sync(gate.entered.wait, 30)
         busy = await client.get("/small")
         gate.release.set()
     assert busy.status_code == 503

@@ -8,7 +8,7 @@ from fnmatch import fnmatch
 import httpx
 import pytest
 
-from nea import BudgetStatistics, ConfigError
+from nea import BudgetStatistics, ConfigError, budget
 from nea._admission import NO_SLOT_BODY, OUT_OF_MEMORY_BODY
 from nea.testing import Client, LifespanError
 
@@ -157,3 +157,12 @@ def test_invalid_options_raise_config_error(options: dict[str, object], message:
     with pytest.raises(ConfigError) as info:
         Client(make_app(), **options)  # type: ignore[arg-type]
     assert fnmatch(str(info.value), message), str(info.value)
+
+
+def test_requests_are_charged_to_the_callers_budget_too(meter: str) -> None:
+    # The portal call carries the caller's context into the app's task, so a budget
+    # around the request (e.g. a test's memory_budget marker) sees the app's memory.
+    with Client(make_app()) as client, budget("256MiB") as outer:
+        response = client.get("/small")
+    assert response.extensions["nea.budget"].peak >= MiB
+    assert outer.peak >= response.extensions["nea.budget"].peak
