@@ -8,6 +8,7 @@ Must not import ``nea.meter._budget``.
 
 from __future__ import annotations
 
+import atexit
 import os
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,14 +46,24 @@ class NativeMeter:
 
         self._ext = _meter
         self.var: ContextVar[Any] = _meter.current
+        self._installed_once = False
 
     def open(self, limit: int, owner: Budget) -> Any:
         if not self._ext.installed():
-            from nea.meter._imports import exempt_imports
-
-            self._ext.install()
-            exempt_imports(self.var)
+            self._install()
         return self._ext.open(limit, owner)
+
+    def _install(self) -> None:
+        # Installed again if someone (tracemalloc.stop()) restored older allocators.
+        from nea.meter._imports import exempt_imports
+
+        first = not self._installed_once
+        self._ext.install()
+        exempt_imports(self.var)
+        if first:
+            self._installed_once = True
+            # Stop charging before the interpreter tears contexts down.
+            atexit.register(self._ext.disable)
 
     def close(self, handle: Any) -> Snapshot:
         return Snapshot(*self._ext.close(handle))

@@ -1,0 +1,590 @@
+/* meter.c: allocator hooks and the tables behind nea's memory budgets.
+ *
+ * Owns: the hooks on the PyMem (MEM) and PyObject (OBJ) domains, chained to the allocators
+ * that were installed before them; the budget slot table; the block table (pointer ->
+ * owner, size). It must not call Python code from a hook, and its tables never allocate
+ * through the hooked domains (libc calloc/realloc/free only), so a hook never re-enters
+ * a table operation.
+ *
+ * Hot path (allocation): budgets open? -> read the `current` contextvar (cache hit in the
+ * common case) -> None? forward. Else check the limits of the budget and every open
+ * enclosing one, allocate from the previous allocator, record the block, charge.
+ * Frees look the block up whichever context frees it and un-charge its owner's chain.
+ *
+ * Fail closed: if a block cannot be recorded (the block table cannot grow), the
+ * allocation fails instead of going unaccounted.
+ */
+#include "meter.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NEA_TLS __thread __attribute__((tls_model("initial-exec")))
+#define NEA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define NEA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define NEA_TLS _Thread_local
+#define NEA_LIKELY(x) (x)
+#define NEA_UNLIKELY(x) (x)
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define NEA_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define NEA_TSTATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* Owner word of a recorded block: slot index (low 20 bits) and generation. */
+#define OWNER(idx, gen) (((uint64_t)(gen) << NEA_SLOT_BITS) | (uint64_t)(idx))
+#define OWNER_IDX(w) ((uint32_t)((w) & NEA_MAX_SLOTS))
+#define OWNER_GEN(w) ((w) >> NEA_SLOT_BITS)
+#define GEN_MASK ((UINT64_C(1) << (64 - NEA_SLOT_BITS)) - 1)
+
+typedef struct {
+    uintptr_t ptr;            /* 0 = empty */
+    size_t size;
+    uint64_t owner;
+} block_entry;
+
+typedef struct {
+    PyMemAllocatorEx prev;    /* the allocator we chain to, per domain */
+    PyMemAllocatorEx ours;
+} domain_hook;
+
+/* All state; guarded by the GIL. */
+static struct {
+    PyObject *var;            /* the `current` contextvar (strong ref, never released) */
+    int installed;
+    int disabled;             /* set at interpreter exit */
+    uint32_t open_count;      /* OPEN slots; 0 = hooks only forward and un-charge */
+    uint32_t forward_count;
+    nea_slot *slots;
+    uint32_t slot_cap, slot_used, free_head;
+    block_entry *blocks;      /* open addressing, linear probing, load <= 1/2 */
+    size_t block_cap, block_count;
+    unsigned block_bits;
+    domain_hook mem, obj;
+} M = {.free_head = NEA_NO_SLOT};
+
+/* Re-entrancy guard: set while a hook runs code that may allocate (the contextvar read,
+ * the refusal site capture). Allocations made meanwhile are forwarded uncharged. */
+static NEA_TLS int in_hook;
+
+/* ---- block table ------------------------------------------------------------------- */
+
+static inline size_t block_hash(uintptr_t p)
+{
+    return (size_t)(((uint64_t)p * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - M.block_bits));
+}
+
+static inline block_entry *block_find(uintptr_t p)
+{
+    size_t mask = M.block_cap - 1;
+    for (size_t i = block_hash(p);; i = (i + 1) & mask) {
+        block_entry *e = &M.blocks[i];
+        if (e->ptr == p)
+            return e;
+        if (e->ptr == 0)
+            return NULL;
+    }
+}
+
+static void block_place(block_entry *table, size_t cap, unsigned bits, const block_entry *e)
+{
+    size_t mask = cap - 1;
+    size_t i = (size_t)(((uint64_t)e->ptr * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - bits));
+    while (table[i].ptr != 0)
+        i = (i + 1) & mask;
+    table[i] = *e;
+}
+
+/* Make room for one more entry; -1 when the table cannot grow (callers fail closed). */
+static int block_reserve(void)
+{
+    if ((M.block_count + 1) * 2 <= M.block_cap)
+        return 0;
+    unsigned bits = M.block_cap ? M.block_bits + 1 : 12;
+    size_t cap = (size_t)1 << bits;
+    block_entry *table = calloc(cap, sizeof(block_entry));
+    if (table == NULL)
+        return -1;
+    for (size_t i = 0; i < M.block_cap; i++)
+        if (M.blocks[i].ptr != 0)
+            block_place(table, cap, bits, &M.blocks[i]);
+    free(M.blocks);
+    M.blocks = table;
+    M.block_cap = cap;
+    M.block_bits = bits;
+    return 0;
+}
+
+/* Remove the entry at `e` with backward-shift deletion (no tombstones). */
+static void block_delete(block_entry *e)
+{
+    size_t mask = M.block_cap - 1;
+    size_t hole = (size_t)(e - M.blocks);
+    for (size_t i = (hole + 1) & mask; M.blocks[i].ptr != 0; i = (i + 1) & mask) {
+        size_t home = block_hash(M.blocks[i].ptr);
+        /* Move entry i into the hole unless its home lies cyclically in (hole, i]. */
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            M.blocks[hole] = M.blocks[i];
+            hole = i;
+        }
+    }
+    M.blocks[hole].ptr = 0;
+    M.block_count--;
+}
+
+/* ---- slots and charging ------------------------------------------------------------ */
+
+static inline nea_slot *slot_at(uint32_t idx, uint64_t gen)
+{
+    if (idx >= M.slot_used)
+        return NULL;
+    nea_slot *s = &M.slots[idx];
+    return (s->gen == gen && s->state != NEA_SLOT_FREE) ? s : NULL;
+}
+
+static inline nea_slot *slot_parent(const nea_slot *s)
+{
+    return s->parent == NEA_NO_SLOT ? NULL : slot_at(s->parent, s->parent_gen);
+}
+
+static void capture_site(nea_slot *s)
+{
+    PyThreadState *ts = NEA_TSTATE();
+    if (ts == NULL)
+        return;
+    PyFrameObject *frame = PyThreadState_GetFrame(ts); /* may allocate (guarded) */
+    if (frame == NULL)
+        return;
+    s->refused_code = (PyObject *)PyFrame_GetCode(frame);
+    s->refused_line = PyFrame_GetLineNumber(frame);
+    Py_DECREF(frame);
+}
+
+/* Would charging `size` to `s` and its open ancestors exceed a limit? Trips the first
+ * budget that would; returns 1 to refuse. Called with in_hook set. */
+static int over_limit(nea_slot *s, size_t size)
+{
+    for (nea_slot *t = s; t != NULL; t = slot_parent(t)) {
+        if (t->state != NEA_SLOT_OPEN)
+            continue;
+        size_t allowed = t->limit + (t->tripped ? NEA_GRACE_BYTES : 0);
+        if (allowed < t->limit)
+            allowed = SIZE_MAX;
+        if (t->live <= allowed && size <= allowed - t->live)
+            continue;
+        t->refused++;
+        if (!t->tripped) {
+            t->tripped = 1;
+            t->refused_size = size;
+            capture_site(t);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static inline void charge(nea_slot *s, size_t size)
+{
+    for (nea_slot *t = s; t != NULL; t = slot_parent(t)) {
+        if (t->state != NEA_SLOT_OPEN)
+            continue;
+        t->live += size;
+        if (t->live > t->peak)
+            t->peak = t->live;
+        t->allocations++;
+    }
+}
+
+static inline void uncharge(uint64_t owner, size_t size)
+{
+    for (nea_slot *t = slot_at(OWNER_IDX(owner), OWNER_GEN(owner)); t != NULL;
+         t = slot_parent(t)) {
+        if (t->state == NEA_SLOT_OPEN)
+            t->live = t->live >= size ? t->live - size : 0;
+    }
+}
+
+/* Record a new block; the caller reserved room. An entry for the same address means
+ * that block was freed behind our back (hooks replaced for a while): settle it first. */
+static inline void block_record(void *p, size_t size, uint32_t idx, uint64_t gen)
+{
+    uintptr_t key = (uintptr_t)p;
+    block_entry *e = block_find(key);
+    if (e != NULL) {
+        uncharge(e->owner, e->size);
+    }
+    else {
+        size_t mask = M.block_cap - 1;
+        size_t i = block_hash(key);
+        while (M.blocks[i].ptr != 0)
+            i = (i + 1) & mask;
+        e = &M.blocks[i];
+        e->ptr = key;
+        M.block_count++;
+    }
+    e->size = size;
+    e->owner = OWNER(idx, gen);
+}
+
+/* Sentinel: the current budget could not be read; the allocation must fail. */
+static nea_slot fail_closed_slot;
+
+/* The open slot of the current budget; NULL when there is none (or the guard is set);
+ * &fail_closed_slot when the contextvar cannot be read (the thread's first context could
+ * not be created: an exception is set, and the allocation fails rather than go uncharged). */
+static inline nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
+{
+    if (NEA_LIKELY(M.open_count == 0) || M.disabled || in_hook || NEA_TSTATE() == NULL)
+        return NULL;
+    PyObject *value = NULL;
+    in_hook = 1;
+    int rc = PyContextVar_Get(M.var, NULL, &value);
+    in_hook = 0;
+    if (NEA_UNLIKELY(rc < 0))
+        return &fail_closed_slot;
+    if (value == NULL)
+        return NULL;
+    nea_slot *s = NULL;
+    if (Py_TYPE(value) == &nea_HandleType) {
+        nea_handle *h = (nea_handle *)value;
+        s = slot_at(h->idx, h->gen);
+        if (s != NULL && s->state == NEA_SLOT_OPEN) {
+            *idx = h->idx;
+            *gen = h->gen;
+        }
+        else {
+            s = NULL;
+        }
+    }
+    Py_DECREF(value);
+    return s;
+}
+
+/* ---- hooks ------------------------------------------------------------------------- */
+
+static void *charged_alloc(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen,
+                           size_t nelem, size_t elsize, int zero)
+{
+    size_t size;
+    if (elsize != 0 && nelem > SIZE_MAX / elsize)
+        return NULL;
+    size = nelem * elsize;
+    in_hook = 1;
+    int refuse = over_limit(s, size);
+    in_hook = 0;
+    if (refuse || block_reserve() < 0)
+        return NULL;
+    void *p = zero ? d->prev.calloc(d->prev.ctx, nelem, elsize)
+                   : d->prev.malloc(d->prev.ctx, size);
+    if (p == NULL)
+        return NULL;
+    /* The previous allocator never calls into our hooks, so the reservation holds. */
+    block_record(p, size, idx, gen);
+    charge(s, size);
+    return p;
+}
+
+static void *hook_malloc(void *ctx, size_t size)
+{
+    domain_hook *d = ctx;
+    uint32_t idx;
+    uint64_t gen;
+    nea_slot *s = current_slot(&idx, &gen);
+    if (s == NULL)
+        return d->prev.malloc(d->prev.ctx, size);
+    if (NEA_UNLIKELY(s == &fail_closed_slot))
+        return NULL;
+    return charged_alloc(d, s, idx, gen, size, 1, 0);
+}
+
+static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    domain_hook *d = ctx;
+    uint32_t idx;
+    uint64_t gen;
+    nea_slot *s = current_slot(&idx, &gen);
+    if (s == NULL)
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    if (NEA_UNLIKELY(s == &fail_closed_slot))
+        return NULL;
+    return charged_alloc(d, s, idx, gen, nelem, elsize, 1);
+}
+
+static void hook_free(void *ctx, void *ptr)
+{
+    domain_hook *d = ctx;
+    if (ptr != NULL && M.block_count != 0) {
+        block_entry *e = block_find((uintptr_t)ptr);
+        if (e != NULL) {
+            uncharge(e->owner, e->size);
+            block_delete(e);
+        }
+    }
+    d->prev.free(d->prev.ctx, ptr);
+}
+
+/* Realloc of a recorded block whose owner chain still exists: the owner keeps the block
+ * and its open budgets are charged the difference (checked when it grows). */
+static void *realloc_owned(domain_hook *d, void *ptr, block_entry saved, size_t new_size)
+{
+    nea_slot *owner = slot_at(OWNER_IDX(saved.owner), OWNER_GEN(saved.owner));
+    /* Inside a guarded section (in_hook) the resize is recorded but never refused. */
+    if (new_size > saved.size && owner != NULL && !M.disabled && !in_hook) {
+        in_hook = 1;
+        int refuse = over_limit(owner, new_size - saved.size);
+        in_hook = 0;
+        if (refuse)
+            return NULL;
+    }
+    void *p = d->prev.realloc(d->prev.ctx, ptr, new_size);
+    if (p == NULL)
+        return NULL;
+    block_entry *e = block_find((uintptr_t)ptr);
+    if (e != NULL)
+        block_delete(e);
+    uncharge(saved.owner, saved.size);
+    /* block_reserve() ran before the call and nothing was added since */
+    block_record(p, new_size, OWNER_IDX(saved.owner), OWNER_GEN(saved.owner));
+    owner = slot_at(OWNER_IDX(saved.owner), OWNER_GEN(saved.owner));
+    if (owner != NULL) {
+        /* charge() counts an allocation; a resize is one more charged allocation */
+        charge(owner, new_size);
+    }
+    return p;
+}
+
+static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+{
+    domain_hook *d = ctx;
+    if (ptr == NULL)
+        return hook_malloc(ctx, new_size);
+    block_entry *e = M.block_count ? block_find((uintptr_t)ptr) : NULL;
+    if (e != NULL && slot_at(OWNER_IDX(e->owner), OWNER_GEN(e->owner)) != NULL) {
+        block_entry saved = *e;
+        if (block_reserve() < 0)
+            return NULL;
+        return realloc_owned(d, ptr, saved, new_size);
+    }
+    /* Untracked or retained block: resizing it in a budget makes a new block of that
+     * budget (charged in full); a retained block's old size changes no budget. */
+    uint32_t idx;
+    uint64_t gen;
+    nea_slot *s = current_slot(&idx, &gen);
+    if (s == NULL) {
+        void *p = d->prev.realloc(d->prev.ctx, ptr, new_size);
+        if (p != NULL && e != NULL) {
+            e = block_find((uintptr_t)ptr);
+            if (e != NULL)
+                block_delete(e);
+        }
+        return p;
+    }
+    if (NEA_UNLIKELY(s == &fail_closed_slot))
+        return NULL;
+    in_hook = 1;
+    int refuse = over_limit(s, new_size);
+    in_hook = 0;
+    if (refuse || block_reserve() < 0)
+        return NULL;
+    void *p = d->prev.realloc(d->prev.ctx, ptr, new_size);
+    if (p == NULL)
+        return NULL;
+    e = block_find((uintptr_t)ptr);
+    if (e != NULL)
+        block_delete(e);
+    block_record(p, new_size, idx, gen);
+    charge(s, new_size);
+    return p;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------- */
+
+int nea_meter_init(PyObject *var)
+{
+    if (M.var == NULL) {
+        Py_INCREF(var);
+        M.var = var;
+    }
+    return 0;
+}
+
+static void hook_domain(PyMemAllocatorDomain domain, domain_hook *d)
+{
+    PyMem_GetAllocator(domain, &d->prev);
+    d->ours.ctx = d;
+    d->ours.malloc = hook_malloc;
+    d->ours.calloc = hook_calloc;
+    d->ours.realloc = hook_realloc;
+    d->ours.free = hook_free;
+    PyMem_SetAllocator(domain, &d->ours);
+}
+
+int nea_meter_installed(void)
+{
+    PyMemAllocatorEx mem, obj;
+    PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &mem);
+    PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &obj);
+    return mem.malloc == hook_malloc && mem.ctx == &M.mem && obj.malloc == hook_malloc &&
+           obj.ctx == &M.obj;
+}
+
+int nea_meter_install(void)
+{
+    if (M.var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "nea._meter is not initialised");
+        return -1;
+    }
+    if (nea_meter_installed())
+        return 0;
+    if (block_reserve() < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
+    hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
+    hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);
+    M.installed = 1;
+    M.disabled = 0;
+    return 0;
+}
+
+void nea_meter_disable(void) { M.disabled = 1; }
+
+int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen)
+{
+    uint32_t i = M.free_head;
+    if (i != NEA_NO_SLOT) {
+        M.free_head = M.slots[i].next_free;
+    }
+    else {
+        if (M.slot_used == NEA_MAX_SLOTS) {
+            PyErr_Format(PyExc_MemoryError, "nea: %u budgets are open at once, the most the "
+                         "meter supports; close budgets before opening more", NEA_MAX_SLOTS);
+            return -1;
+        }
+        if (M.slot_used == M.slot_cap) {
+            uint32_t cap = M.slot_cap ? M.slot_cap * 2 : 64;
+            if (cap > NEA_MAX_SLOTS)
+                cap = NEA_MAX_SLOTS;
+            nea_slot *slots = realloc(M.slots, (size_t)cap * sizeof(nea_slot));
+            if (slots == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            M.slots = slots;
+            M.slot_cap = cap;
+        }
+        i = M.slot_used++;
+        M.slots[i].gen = 0;
+    }
+    nea_slot *s = &M.slots[i];
+    uint64_t g = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = g;
+    s->limit = limit;
+    s->state = NEA_SLOT_OPEN;
+    s->parent = NEA_NO_SLOT;
+    nea_slot *p = parent != NULL ? slot_at(parent->idx, parent->gen) : NULL;
+    if (p != NULL && p->state == NEA_SLOT_OPEN) {
+        s->parent = parent->idx;
+        s->parent_gen = parent->gen;
+    }
+    s->next_free = NEA_NO_SLOT;
+    M.open_count++;
+    *idx = i;
+    *gen = g;
+    return 0;
+}
+
+static void fill_report(const nea_slot *s, nea_report *out)
+{
+    out->limit = s->limit;
+    out->live = s->live;
+    out->peak = s->peak;
+    out->retained = 0;
+    out->allocations = s->allocations;
+    out->refused = s->refused;
+    out->refused_size = s->refused_size;
+    out->tripped = s->tripped;
+    out->refused_code = s->refused_code;
+    Py_XINCREF(out->refused_code);
+    out->refused_line = s->refused_line;
+}
+
+int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out)
+{
+    nea_slot *s = slot_at(idx, gen);
+    if (s == NULL || s->state != NEA_SLOT_OPEN)
+        return -1;
+    fill_report(s, out);
+    return 0;
+}
+
+static int has_open_ancestor(const nea_slot *s)
+{
+    for (nea_slot *t = slot_parent(s); t != NULL; t = slot_parent(t))
+        if (t->state == NEA_SLOT_OPEN)
+            return 1;
+    return 0;
+}
+
+static void slot_release(uint32_t i)
+{
+    nea_slot *s = &M.slots[i];
+    if (s->state == NEA_SLOT_FORWARD)
+        M.forward_count--;
+    s->state = NEA_SLOT_FREE;
+    s->gen = (s->gen + 1) & GEN_MASK;
+    s->next_free = M.free_head;
+    M.free_head = i;
+    PyObject *code = s->refused_code;
+    s->refused_code = NULL;
+    Py_XDECREF(code); /* may free memory: our free hook runs; no table op is in flight */
+}
+
+/* Release forwarding slots that no longer lead to an open budget; repeat because
+ * releasing one can cut the chain of another. */
+static void release_dead_forwarders(void)
+{
+    int changed = 1;
+    while (changed && M.forward_count != 0) {
+        changed = 0;
+        for (uint32_t i = 0; i < M.slot_used; i++) {
+            if (M.slots[i].state == NEA_SLOT_FORWARD && !has_open_ancestor(&M.slots[i])) {
+                slot_release(i);
+                changed = 1;
+            }
+        }
+    }
+}
+
+int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
+{
+    nea_slot *s = slot_at(idx, gen);
+    if (s == NULL || s->state != NEA_SLOT_OPEN)
+        return -1;
+    fill_report(s, out);
+    out->retained = s->live;
+    M.open_count--;
+    if (s->live != 0 && has_open_ancestor(s)) {
+        s->state = NEA_SLOT_FORWARD;
+        M.forward_count++;
+    }
+    else {
+        slot_release(idx);
+    }
+    release_dead_forwarders();
+    return 0;
+}
+
+PyObject *nea_meter_table_info(void)
+{
+    return Py_BuildValue("{s:n,s:n,s:I,s:I,s:I,s:i}", "blocks", (Py_ssize_t)M.block_count,
+                         "capacity", (Py_ssize_t)M.block_cap, "slots", M.slot_used, "open",
+                         M.open_count, "forwarding", M.forward_count, "installed",
+                         nea_meter_installed());
+}

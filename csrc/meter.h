@@ -1,0 +1,85 @@
+/* meter.h: the core of nea's memory meter, shared by meter.c (allocator hooks, tables)
+ * and module.c (the Python binding).
+ *
+ * All state lives in one struct, `nea_meter` in meter.c; every field is guarded by the GIL
+ * (the hooks run only for the PyMem/PyObject domains, which require it). Free-threaded
+ * builds are not supported: the extension refuses to compile there and nea falls back to
+ * the tracemalloc meter.
+ */
+#ifndef NEA_METER_H
+#define NEA_METER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#ifdef Py_GIL_DISABLED
+#error "nea._meter relies on the GIL; free-threaded builds use the tracemalloc meter"
+#endif
+
+/* Extra bytes a tripped budget may still take so the MemoryError can unwind, be logged
+ * and become a response (a formatted traceback with linecache reading a few source
+ * files stays well under this). Documented in docs/budgets.md. */
+#define NEA_GRACE_BYTES ((size_t)1 << 20)
+
+/* A budget's slot index takes 20 bits of a block's owner word, its generation 44 bits:
+ * at most 2^20 - 1 budgets open (or forwarding) at once, and a slot can be reused
+ * 1.7e13 times before a generation repeats. */
+#define NEA_SLOT_BITS 20
+#define NEA_MAX_SLOTS ((uint32_t)((1u << NEA_SLOT_BITS) - 1))
+#define NEA_NO_SLOT NEA_MAX_SLOTS
+
+enum nea_slot_state { NEA_SLOT_FREE = 0, NEA_SLOT_OPEN = 1, NEA_SLOT_FORWARD = 2 };
+
+/* One budget's accounting. FORWARD: closed while blocks it owns may still be alive and an
+ * enclosing budget is open; freeing those blocks un-charges the open ancestors, never this
+ * slot. A slot is released (FREE, generation bumped) when no open ancestor is left. */
+typedef struct {
+    size_t limit;
+    size_t live;
+    size_t peak;
+    uint64_t allocations;
+    uint64_t refused;
+    size_t refused_size;      /* size of the first refused allocation */
+    PyObject *refused_code;   /* strong ref: code object of the first refused site */
+    int refused_line;
+    uint64_t gen;
+    uint32_t parent;          /* enclosing budget at open time, or NEA_NO_SLOT */
+    uint64_t parent_gen;
+    uint32_t next_free;
+    uint8_t state;
+    uint8_t tripped;
+} nea_slot;
+
+/* The Python-visible handle of one budget (the value of the `current` contextvar). */
+typedef struct {
+    PyObject_HEAD
+    uint32_t idx;
+    uint64_t gen;
+    int closed;
+    PyObject *owner;          /* the nea.Budget; strong ref, GC-tracked */
+} nea_handle;
+
+/* A copy of a slot's numbers, taken before the slot may be released. */
+typedef struct {
+    size_t limit, live, peak, retained, refused_size;
+    uint64_t allocations, refused;
+    int tripped;
+    PyObject *refused_code;   /* new reference or NULL */
+    int refused_line;
+} nea_report;
+
+extern PyTypeObject nea_HandleType;
+
+int nea_meter_init(PyObject *var);          /* once per process; keeps a ref to var */
+int nea_meter_install(void);                /* hook MEM and OBJ; -1 with exception */
+int nea_meter_installed(void);
+void nea_meter_disable(void);               /* at exit: stop charging */
+/* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
+int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen);
+/* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */
+int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out);
+/* Close an open budget; fills `out` with its final numbers. */
+int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out);
+PyObject *nea_meter_table_info(void);
+#endif

@@ -1,0 +1,278 @@
+/* module.c: the Python binding of nea's meter (`nea._meter`), a thin layer over meter.c.
+ *
+ * Owns: the `Handle` type (the value of the `current` contextvar, one per budget), the
+ * module functions used by nea/meter/_select.py, and module init. Functions return NULL
+ * with an exception set on failure. The allocator state is process-wide (meter.c), so the
+ * module refuses to load in subinterpreters with their own GIL.
+ */
+#include "meter.h"
+
+/* ---- Handle ------------------------------------------------------------------------ */
+
+static int handle_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(((nea_handle *)self)->owner);
+    return 0;
+}
+
+static int handle_clear(PyObject *self)
+{
+    Py_CLEAR(((nea_handle *)self)->owner);
+    return 0;
+}
+
+static void handle_dealloc(PyObject *self)
+{
+    nea_handle *h = (nea_handle *)self;
+    PyObject_GC_UnTrack(self);
+    if (!h->closed) {
+        /* The budget was never left (an abandoned block): release its slot so the meter
+         * never refers to it again. */
+        nea_report report;
+        if (nea_slot_close(h->idx, h->gen, &report) == 0)
+            Py_XDECREF(report.refused_code);
+        h->closed = 1;
+    }
+    Py_CLEAR(h->owner);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *handle_get_owner(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *owner = ((nea_handle *)self)->owner;
+    return Py_NewRef(owner ? owner : Py_None);
+}
+
+static PyObject *handle_get_closed(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((nea_handle *)self)->closed);
+}
+
+static PyGetSetDef handle_getset[] = {
+    {"owner", handle_get_owner, NULL, "the nea.Budget this handle belongs to", NULL},
+    {"closed", handle_get_closed, NULL, "True once the budget was closed", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject nea_HandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nea._meter.Handle",
+    .tp_basicsize = sizeof(nea_handle),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "One budget's slot in the C meter; created by open().",
+    .tp_traverse = handle_traverse,
+    .tp_clear = handle_clear,
+    .tp_dealloc = handle_dealloc,
+    .tp_getset = handle_getset,
+};
+
+/* ---- functions --------------------------------------------------------------------- */
+
+static PyObject *current_var; /* the `current` contextvar (also held by meter.c) */
+
+static PyObject *meter_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    if (nea_meter_install() < 0)
+        return NULL;
+    /* An explicit None in this context: lookups hit CPython's contextvar cache, and a
+     * budget set here is later restored to None with set(), never reset to "no value". */
+    PyObject *token = PyContextVar_Set(current_var, Py_None);
+    if (token == NULL)
+        return NULL;
+    Py_DECREF(token);
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_installed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return PyBool_FromLong(nea_meter_installed());
+}
+
+static PyObject *meter_disable(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    nea_meter_disable();
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "open() takes (limit, owner), got %zd arguments", nargs);
+        return NULL;
+    }
+    size_t limit = PyLong_AsSize_t(args[0]);
+    if (limit == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *parent_obj = NULL;
+    if (PyContextVar_Get(current_var, NULL, &parent_obj) < 0)
+        return NULL;
+    nea_handle *parent = NULL;
+    if (parent_obj != NULL && Py_TYPE(parent_obj) == &nea_HandleType)
+        parent = (nea_handle *)parent_obj;
+    nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
+    if (h == NULL) {
+        Py_XDECREF(parent_obj);
+        return NULL;
+    }
+    h->closed = 1; /* until the slot exists, dealloc must not close anything */
+    h->owner = Py_NewRef(args[1]);
+    h->idx = 0;
+    h->gen = 0;
+    int rc = nea_slot_open(limit, parent, &h->idx, &h->gen);
+    Py_XDECREF(parent_obj);
+    if (rc < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    h->closed = 0;
+    PyObject_GC_Track((PyObject *)h);
+    return (PyObject *)h;
+}
+
+static PyObject *site_string(const nea_report *r)
+{
+    if (r->refused_code == NULL)
+        Py_RETURN_NONE;
+    PyObject *file = PyObject_GetAttrString(r->refused_code, "co_filename");
+    PyObject *name = file ? PyObject_GetAttrString(r->refused_code, "co_name") : NULL;
+    PyObject *site = NULL;
+    if (name != NULL)
+        site = PyUnicode_FromFormat("%S:%d in %S", file, r->refused_line, name);
+    Py_XDECREF(file);
+    Py_XDECREF(name);
+    return site;
+}
+
+/* (limit, live, peak, allocations, refused, retained, tripped, refused_size, refused_at) */
+static PyObject *report_tuple(nea_report *r)
+{
+    PyObject *site = site_string(r);
+    Py_CLEAR(r->refused_code);
+    if (site == NULL)
+        return NULL;
+    return Py_BuildValue("(nnnKKnNnN)", (Py_ssize_t)r->limit, (Py_ssize_t)r->live,
+                         (Py_ssize_t)r->peak, (unsigned long long)r->allocations,
+                         (unsigned long long)r->refused, (Py_ssize_t)r->retained,
+                         PyBool_FromLong(r->tripped), (Py_ssize_t)r->refused_size, site);
+}
+
+static nea_handle *as_handle(PyObject *arg)
+{
+    if (Py_TYPE(arg) != &nea_HandleType) {
+        PyErr_Format(PyExc_TypeError, "expected a nea._meter.Handle, got %s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    nea_handle *h = (nea_handle *)arg;
+    if (h->closed) {
+        PyErr_SetString(PyExc_ValueError, "this budget is already closed");
+        return NULL;
+    }
+    return h;
+}
+
+static PyObject *meter_close(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    nea_handle *h = as_handle(arg);
+    if (h == NULL)
+        return NULL;
+    nea_report r;
+    /* Close before building any object: the exit path is never charged to the budget. */
+    int rc = nea_slot_close(h->idx, h->gen, &r);
+    h->closed = 1;
+    if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
+        return NULL;
+    }
+    return report_tuple(&r);
+}
+
+static PyObject *meter_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    nea_handle *h = as_handle(arg);
+    if (h == NULL)
+        return NULL;
+    nea_report r;
+    if (nea_slot_report(h->idx, h->gen, &r) < 0) {
+        PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
+        return NULL;
+    }
+    return report_tuple(&r);
+}
+
+static PyObject *meter_table_info(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return nea_meter_table_info();
+}
+
+/* Benchmark helper: n PyObject_Malloc/PyObject_Free pairs of `size` bytes. */
+static PyObject *meter_alloc_free_loop(PyObject *Py_UNUSED(m), PyObject *const *args,
+                                       Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "alloc_free_loop(n, size)");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if ((n == -1 || size == -1) && PyErr_Occurred())
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        void *p = PyObject_Malloc((size_t)size);
+        if (p == NULL)
+            return PyErr_NoMemory();
+        PyObject_Free(p);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef meter_methods[] = {
+    {"install", meter_install, METH_NOARGS, "Hook the MEM and OBJ allocator domains."},
+    {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
+    {"disable", meter_disable, METH_NOARGS, "Stop charging (interpreter exit)."},
+    {"open", (PyCFunction)(void (*)(void))meter_open, METH_FASTCALL,
+     "open(limit, owner): open a budget nested in the current one; returns a Handle."},
+    {"close", meter_close, METH_O, "close(handle): close a budget; returns its numbers."},
+    {"snapshot", meter_snapshot, METH_O, "snapshot(handle): an open budget's numbers."},
+    {"table_info", meter_table_info, METH_NOARGS, "Sizes of the meter's tables."},
+    {"alloc_free_loop", (PyCFunction)(void (*)(void))meter_alloc_free_loop, METH_FASTCALL,
+     "alloc_free_loop(n, size): n PyObject_Malloc/Free pairs (benchmarks)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int meter_exec(PyObject *module)
+{
+    if (PyType_Ready(&nea_HandleType) < 0)
+        return -1;
+    if (current_var == NULL) {
+        current_var = PyContextVar_New("nea.budget", Py_None);
+        if (current_var == NULL || nea_meter_init(current_var) < 0)
+            return -1;
+    }
+    if (PyModule_AddObjectRef(module, "current", current_var) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(module, "Handle", (PyObject *)&nea_HandleType) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "GRACE_BYTES", (long)NEA_GRACE_BYTES) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot meter_slots[] = {
+    {Py_mod_exec, meter_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef meter_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "nea._meter",
+    .m_doc = "nea's memory meter: allocator hooks charging allocations to budgets.",
+    .m_size = 0,
+    .m_methods = meter_methods,
+    .m_slots = meter_slots,
+};
+
+PyMODINIT_FUNC PyInit__meter(void) { return PyModuleDef_Init(&meter_module); }

@@ -1,0 +1,320 @@
+"""Semantics only the native meter guarantees: refusal at the allocating line, exact
+per-context charging, frees from any context, nesting, escapes, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import gc
+import importlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+from starlette.concurrency import run_in_threadpool
+
+from nea import BudgetExceeded, budget, current_budget
+from nea.meter import _select
+
+KiB = 1024
+MiB = 1024 * KiB
+# Python objects around a payload (bytearray header, list slots, frames) stay far below this.
+SLACK = 64 * KiB
+
+
+def _meter_ext():  # type: ignore[no-untyped-def]
+    from nea import _meter
+
+    return _meter
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hog() -> bytearray:
+    return bytearray(1 << 30)  # the refused line
+
+
+def test_refusal_fails_before_memory_is_taken(native: str) -> None:
+    rss_before = _rss_bytes()
+    with pytest.raises(BudgetExceeded) as info, budget("16MiB") as b:
+        _hog()
+    assert _rss_bytes() - rss_before < 8 * MiB
+    assert b.tripped
+    stats = b.statistics()
+    assert stats.refused == 1
+    assert stats.refused_at is not None
+    line = _hog.__code__.co_firstlineno + 1
+    assert stats.refused_at == f"{__file__}:{line} in _hog"
+    assert info.value.requested >= 1 << 30
+    assert isinstance(info.value.__cause__, MemoryError)
+    assert "1.0 GiB" in str(info.value) and "16.0 MiB" in str(info.value)
+
+
+def test_grace_allowance_lets_the_error_be_handled_then_refuses_again(native: str) -> None:
+    grace = _meter_ext().GRACE_BYTES
+    with pytest.raises(BudgetExceeded), budget("4MiB") as b:
+        keep = bytearray(3 * MiB)
+        try:
+            bytearray(2 * MiB)
+        except MemoryError:
+            handled = bytearray(grace // 2)  # within the grace allowance
+            assert b.statistics().refused == 1
+            with pytest.raises(MemoryError):
+                bytearray(2 * grace)  # beyond it
+            del handled
+        del keep
+    assert b.statistics().refused == 2
+    assert b.peak <= b.limit + grace
+
+
+def test_leaving_a_full_budget_is_not_charged(native: str) -> None:
+    with budget("1MiB") as b:
+        pad = bytearray(b.limit - b.live - 200)
+    assert not b.tripped
+    del pad
+
+
+@pytest.mark.asyncio
+async def test_leaving_a_full_budget_with_async_with_is_not_charged(native: str) -> None:
+    async with budget("1MiB") as b:
+        pad = bytearray(b.limit - b.live - 200)
+    assert not b.tripped
+    del pad
+
+
+def test_first_refusal_site_is_kept(native: str) -> None:
+    with pytest.raises(BudgetExceeded), budget("1MiB") as b:
+        for size in (2 * MiB, 3 * MiB):
+            with contextlib.suppress(MemoryError):
+                bytearray(size)
+    assert b.statistics().refused == 2
+    assert "in test_first_refusal_site_is_kept" in str(b.statistics().refused_at)
+
+
+def test_frees_uncharge_from_any_context(native: str) -> None:
+    holder: list[bytearray] = []
+    with budget("64MiB") as b:
+        holder.append(bytearray(8 * MiB))
+        assert b.live >= 8 * MiB
+        # free it in a context without a budget
+        contextvars.Context().run(holder.clear)
+        assert b.live < SLACK
+
+
+def test_realloc_charges_the_difference(native: str) -> None:
+    with budget("64MiB") as b:
+        data = bytearray(1 * MiB)
+        before = b.live
+        data.extend(bytes(3 * MiB))
+        assert 3 * MiB - SLACK < b.live - before < 3 * MiB + SLACK
+        del data[512 * KiB :]
+        assert b.live - before < -512 * KiB + SLACK
+        del data
+        assert b.live < SLACK
+
+
+def test_growing_a_block_made_outside_charges_the_budget(native: str) -> None:
+    data = bytearray(1 * MiB)
+    with budget("64MiB") as b:
+        data.extend(bytes(1 * MiB))
+        assert b.live >= 2 * MiB
+    del data
+
+
+def test_nested_budgets_charge_every_enclosing_one(native: str) -> None:
+    with budget("64MiB") as outer:
+        a = bytearray(2 * MiB)
+        with budget("64MiB") as inner:
+            b = bytearray(3 * MiB)
+            assert inner.live >= 3 * MiB
+            assert outer.live >= 5 * MiB
+            del b
+            assert inner.live < SLACK
+        assert outer.live < 2 * MiB + SLACK
+        del a
+
+
+def test_nested_refusal_trips_the_budget_that_would_exceed(native: str) -> None:
+    with (
+        pytest.raises(BudgetExceeded) as info,
+        budget("2MiB") as outer,
+        budget("64MiB") as inner,
+    ):
+        bytearray(4 * MiB)
+    assert outer.tripped and not inner.tripped
+    assert info.value.limit == 2 * MiB
+    # the inner budget let the MemoryError pass unchanged
+    assert type(info.value.__cause__) is MemoryError
+
+
+def test_escaped_blocks_are_retained_and_never_credit_anyone(native: str) -> None:
+    with budget("64MiB") as first:
+        escaped = bytearray(4 * MiB)
+    stats = first.statistics()
+    assert stats.retained >= 4 * MiB
+    with budget("64MiB") as second:
+        live_before = second.live
+        del escaped
+        assert second.live == live_before
+    assert first.statistics() == stats
+
+
+def test_inner_escapes_stay_charged_to_the_enclosing_budget(native: str) -> None:
+    with budget("64MiB") as outer:
+        with budget("64MiB") as inner:
+            kept = bytearray(4 * MiB)
+        assert inner.statistics().retained >= 4 * MiB
+        assert outer.live >= 4 * MiB
+        del kept
+        assert outer.live < SLACK
+    info = _meter_ext().table_info()
+    assert info["open"] == 0 and info["forwarding"] == 0
+
+
+@pytest.mark.asyncio
+async def test_an_enclosing_budget_may_close_first(native: str) -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def child() -> int:
+        async with budget("64MiB") as inner:
+            entered.set()
+            await release.wait()
+            data = bytearray(2 * MiB)
+            live = inner.live
+            del data
+            return live
+
+    async with budget("64MiB"):
+        task = asyncio.create_task(child())
+        await entered.wait()
+    release.set()
+    assert await task >= 2 * MiB
+    assert _meter_ext().table_info()["open"] == 0
+
+
+@pytest.mark.asyncio
+async def test_concurrent_tasks_are_charged_their_own_bytes(native: str) -> None:
+    turns = [asyncio.Event() for _ in range(8)]
+
+    async def worker(first_turn: int, chunk: int) -> tuple[int, int]:
+        async with budget("256MiB") as b:
+            kept = []
+            for turn in range(first_turn, 8, 2):
+                await turns[turn].wait()
+                kept.append(bytearray(chunk))
+                if turn + 1 < 8:
+                    turns[turn + 1].set()
+            return b.live, b.peak
+
+    turns[0].set()
+    a, b = await asyncio.gather(worker(0, 1 * MiB), worker(1, 3 * MiB))
+    assert 4 * MiB <= a[0] < 4 * MiB + SLACK
+    assert 12 * MiB <= b[0] < 12 * MiB + SLACK
+
+
+@pytest.mark.asyncio
+async def test_threads_with_copied_context_are_charged(native: str) -> None:
+    def work() -> bytearray:
+        return bytearray(2 * MiB)
+
+    async with budget("64MiB") as b:
+        kept = [
+            await anyio.to_thread.run_sync(work),
+            await run_in_threadpool(work),
+            await asyncio.to_thread(work),
+        ]
+        assert 6 * MiB <= b.live < 6 * MiB + SLACK
+        del kept
+
+
+def test_raw_threads_are_not_charged(native: str) -> None:
+    result: list[bytearray] = []
+    with budget("64MiB") as b:
+        before = b.live
+        thread = threading.Thread(target=lambda: result.append(bytearray(4 * MiB)))
+        thread.start()
+        thread.join()
+        assert b.live - before < SLACK
+
+
+def test_set_and_restore_in_a_fresh_context_with_other_vars(native: str) -> None:
+    others = [contextvars.ContextVar(f"other{i}", default=0) for i in range(5)]
+
+    def scenario() -> tuple[object, int]:
+        for i, var in enumerate(others):
+            var.set(i)
+        with budget("64MiB"):
+            others[0].set(99)
+        after = current_budget()
+        with budget("64MiB") as probe:
+            junk = bytearray(1 * MiB)
+            inner_live = probe.live
+        del junk
+        return after, inner_live
+
+    after, inner_live = contextvars.Context().run(scenario)
+    assert after is None
+    assert inner_live >= 1 * MiB
+    assert _meter_ext().current.get() is None
+
+
+def test_module_imports_are_not_charged(native: str, tmp_path: Path) -> None:
+    (tmp_path / "nea_heavy_module.py").write_text("DATA = bytearray(4 * 1024 * 1024)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with budget("1MiB") as b:
+            module = importlib.import_module("nea_heavy_module")
+        assert len(module.DATA) == 4 * MiB
+        assert not b.tripped
+        assert b.peak < 512 * KiB
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("nea_heavy_module", None)
+
+
+def test_allocations_are_counted(native: str) -> None:
+    with budget("64MiB") as b:
+        items = [str(i) for i in range(1000)]
+    assert b.statistics().allocations >= 1000
+    del items
+
+
+def test_an_abandoned_budget_releases_its_slot(native: str) -> None:
+    ext = _meter_ext()
+    open_before = ext.table_info()["open"]
+    handle = ext.open(1024, None)
+    assert ext.table_info()["open"] == open_before + 1
+    del handle
+    gc.collect()
+    assert ext.table_info()["open"] == open_before
+
+
+def test_slots_are_reused(native: str) -> None:
+    for _ in range(1000):
+        with budget("1MiB"):
+            pass
+    assert _meter_ext().table_info()["slots"] < 64
+
+
+def test_hooks_come_back_after_tracemalloc_restores_older_ones(native: str) -> None:
+    import tracemalloc
+
+    ext = _meter_ext()
+    with budget("1MiB"):
+        pass
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already tracing")
+    tracemalloc.start()
+    tracemalloc.stop()  # restores the allocators tracemalloc found: ours
+    assert ext.installed()
+    meter = _select.get_meter("native")
+    assert meter.name == "native"
