@@ -59,7 +59,7 @@ def test_sync_test_runs_inside_its_budget_and_fails_when_exceeding_it(
     result = inner.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
-        ["*_ test_hog _*", *exceeded_lines(meter, "test_sync.py:14 in test_hog")],
+        ["*_ test_hog _*", *exceeded_lines(meter, "test_sync.py:13 in test_hog")],
         consecutive=True,
     )
     result.stdout.fnmatch_lines(["FAILED test_sync.py::test_hog - Failed: nea: the test exceeded*"])
@@ -216,7 +216,7 @@ def test_anyio_test_body_runs_inside_its_budget(inner: pytest.Pytester, meter: s
     result = inner.runpytest("-p", "anyio")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
-        ["*_ test_hog _*", *exceeded_lines(meter, "test_anyio.py:25 in test_hog")],
+        ["*_ test_hog _*", *exceeded_lines(meter, "test_anyio.py:23 in test_hog")],
         consecutive=True,
     )
 
@@ -257,6 +257,6 @@ def test_pytest_asyncio_test_body_runs_inside_its_budget(
     result = inner.runpytest()
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
-        ["*_ test_hog _*", *exceeded_lines(meter, "test_aio.py:25 in test_hog")],
+        ["*_ test_hog _*", *exceeded_lines(meter, "test_aio.py:24 in test_hog")],
         consecutive=True,
     )
