@@ -171,8 +171,11 @@ def _wrap(func: Callable[..., Any], plan: _Plan, item: pytest.Item) -> Callable[
             try:
                 async with budget:
                     return await func(*args, **kwargs)
+            except MemoryError as exc:
+                _fail_if_own_trip(exc, budget, plan)
+                raise
             finally:
-                _finish(budget, plan, item)
+                _record(budget, plan, item)
 
         return run_async
 
@@ -183,8 +186,11 @@ def _wrap(func: Callable[..., Any], plan: _Plan, item: pytest.Item) -> Callable[
         try:
             with budget:
                 return func(*args, **kwargs)
+        except MemoryError as exc:
+            _fail_if_own_trip(exc, budget, plan)
+            raise
         finally:
-            _finish(budget, plan, item)
+            _record(budget, plan, item)
 
     return run
 
@@ -195,32 +201,26 @@ def _new_budget(plan: _Plan) -> Budget:
     return budget(plan.limit)
 
 
-def _finish(budget: Budget, plan: _Plan, item: pytest.Item) -> None:
-    """Record the test's peak; turn this budget's ``BudgetExceeded`` into a clean failure.
+def _record(budget: Budget, plan: _Plan, item: pytest.Item) -> None:
+    """Put the test's peak and limit in ``user_properties`` (read by ``_Summary``)."""
+    item.user_properties.append((PEAK_PROPERTY, budget.peak))
+    item.user_properties.append((LIMIT_PROPERTY, budget.limit if plan.enforced else None))
 
-    Runs in a ``finally`` so the peak is recorded whatever the outcome. Only a trip of
-    *this* budget becomes a failure here; a ``BudgetExceeded`` from a budget the test
-    opened itself propagates as the test's own exception.
+
+def _fail_if_own_trip(exc: MemoryError, budget: Budget, plan: _Plan) -> None:
+    """Turn *this* budget's ``BudgetExceeded`` into a clean test failure.
+
+    A ``BudgetExceeded`` from a budget the test opened itself (the fixture) is the test's
+    own exception and propagates unchanged, as does any other ``MemoryError``.
     """
     __tracebackhide__ = True
-    stats = budget.statistics()
-    item.user_properties.append((PEAK_PROPERTY, stats.peak))
-    item.user_properties.append((LIMIT_PROPERTY, stats.limit if plan.enforced else None))
-    exc = sys.exc_info()[1]
-    if budget.tripped and _is_own_trip(exc, budget):
-        # Failed(pytrace=False): the meter's message already names the refused line, and
-        # the traceback would run through the wrapper and the meter's exit path.
-        raise pytest.fail.Exception(_failure_text(exc, plan), pytrace=False) from None
-
-
-def _is_own_trip(exc: BaseException | None, budget: Budget) -> bool:
     from nea.meter import BudgetExceeded
 
-    return isinstance(exc, BudgetExceeded) and exc.statistics == budget.statistics()
-
-
-def _failure_text(exc: BaseException | None, plan: _Plan) -> str:
-    return f"nea: the test exceeded its memory budget (set by {plan.source})\n{exc}"
+    if isinstance(exc, BudgetExceeded) and exc.statistics == budget.statistics():
+        # Failed(pytrace=False): the meter's message already names the refused line, and
+        # the traceback would run through the wrapper and the meter's exit path.
+        text = f"nea: the test exceeded its memory budget (set by {plan.source})\n{exc}"
+        raise pytest.fail.Exception(text, pytrace=False) from None
 
 
 class _Summary:
