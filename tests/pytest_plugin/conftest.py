@@ -1,5 +1,5 @@
-"""Fixtures for the pytest plugin's tests: ``pytester``, the meter under test, and an ini
-file for the inner pytest runs.
+"""Fixtures for the pytest plugin's tests: the meter under test and an ini file for the
+inner ``pytester`` runs.
 
 The inner runs are in-process (``pytester.runpytest``), so the meter the outer test selects
 with ``meter``/``native`` is the one the inner run's budgets use. The native meter's tests
@@ -15,7 +15,8 @@ import pytest
 
 from nea.meter import _select
 
-pytest_plugins = ["pytester"]
+# ``pytester`` is enabled with ``-p pytester`` in pyproject's addopts: ``pytest_plugins``
+# in a conftest below the rootdir is an error when the whole suite is collected.
 
 # The inner runs' configuration: strict like the project's own, and explicit about
 # pytest-asyncio's loop scope so it does not warn.
