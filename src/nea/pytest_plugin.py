@@ -171,8 +171,8 @@ def _wrap(func: Callable[..., Any], plan: _Plan, item: pytest.Item) -> Callable[
             try:
                 async with budget:
                     return await func(*args, **kwargs)
-            except MemoryError as exc:
-                _fail_if_own_trip(exc, budget, plan)
+            except BaseException as exc:
+                _explain_failure(exc, budget, plan, item)
                 raise
             finally:
                 _record(budget, plan, item)
@@ -186,8 +186,8 @@ def _wrap(func: Callable[..., Any], plan: _Plan, item: pytest.Item) -> Callable[
         try:
             with budget:
                 return func(*args, **kwargs)
-        except MemoryError as exc:
-            _fail_if_own_trip(exc, budget, plan)
+        except BaseException as exc:
+            _explain_failure(exc, budget, plan, item)
             raise
         finally:
             _record(budget, plan, item)
@@ -207,11 +207,12 @@ def _record(budget: Budget, plan: _Plan, item: pytest.Item) -> None:
     item.user_properties.append((LIMIT_PROPERTY, budget.limit if plan.enforced else None))
 
 
-def _fail_if_own_trip(exc: MemoryError, budget: Budget, plan: _Plan) -> None:
+def _explain_failure(exc: BaseException, budget: Budget, plan: _Plan, item: pytest.Item) -> None:
     """Turn *this* budget's ``BudgetExceeded`` into a clean test failure.
 
     A ``BudgetExceeded`` from a budget the test opened itself (the fixture) is the test's
-    own exception and propagates unchanged, as does any other ``MemoryError``.
+    own exception and propagates unchanged, as does any other exception; when the test's
+    budget tripped before such an exception, a report section says so.
     """
     __tracebackhide__ = True
     from nea.meter import BudgetExceeded
@@ -221,6 +222,15 @@ def _fail_if_own_trip(exc: MemoryError, budget: Budget, plan: _Plan) -> None:
         # the traceback would run through the wrapper and the meter's exit path.
         text = f"nea: the test exceeded its memory budget (set by {plan.source})\n{exc}"
         raise pytest.fail.Exception(text, pytrace=False) from None
+    if budget.tripped:
+        stats = budget.statistics()
+        where = stats.refused_at or "an unknown line"
+        item.add_report_section(
+            "call",
+            "nea memory budget",
+            f"the test's memory budget of {format_size(stats.limit)} (set by {plan.source}) "
+            f"tripped before this failure: first refusal at {where}",
+        )
 
 
 class _Summary:

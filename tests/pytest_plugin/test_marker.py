@@ -260,3 +260,47 @@ def test_pytest_asyncio_test_body_runs_inside_its_budget(
         ["*_ test_hog _*", *exceeded_lines(meter, "test_aio.py:24 in test_hog")],
         consecutive=True,
     )
+
+
+def test_other_failure_after_a_trip_notes_the_trip(inner: pytest.Pytester, native: str) -> None:
+    inner.makepyfile(
+        test_after="""
+        import pytest
+
+        @pytest.mark.memory_budget("1MiB")
+        def test_after():
+            try:
+                bytearray(8 * 1024 * 1024)
+            except MemoryError:
+                raise ValueError("gave up")
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E           ValueError: gave up",
+            "*- Captured nea memory budget call -*",
+            "the test's memory budget of 1.0 MiB (set by @pytest.mark.memory_budget) tripped "
+            "before this failure: first refusal at *test_after.py:6 in test_after",
+        ]
+    )
+
+
+def test_module_marker_applies_and_function_marker_wins(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+        import nea
+
+        pytestmark = pytest.mark.memory_budget("2MiB")
+
+        def test_module():
+            assert nea.current_budget().limit == 2 * 1024 * 1024
+
+        @pytest.mark.memory_budget("3MiB")
+        def test_function():
+            assert nea.current_budget().limit == 3 * 1024 * 1024
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=2)
