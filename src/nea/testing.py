@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from nea._admission import Admission
 from nea._errors import ConfigError, NeaError
-from nea._types import ASGIApp, Headers, Message, Scope
+from nea._types import ASGIApp, Headers, Message, Receive, Scope, Send
 from nea.meter import Budget
 
 __all__ = ["AsyncClient", "Client", "LifespanError"]
@@ -96,7 +96,7 @@ class _Driver:
         exchange = _Exchange(body)
         seen: list[Budget | None] = [None]
 
-        async def app(scope: Scope, receive: Any, send: Any) -> None:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
             # Admission puts the request's budget in the app's scope; keep it so its
             # statistics can be reported even when the app raised.
             seen[0] = scope["extensions"].get(EXTENSION)
@@ -127,13 +127,15 @@ class _Driver:
         finally:
             exchange.finish()
         if exchange.status is None:
-            raise RuntimeError(
-                "the app returned without sending a response (expected an "
-                "'http.response.start' message); nea's server would answer 500"
-            )
+            if self.raise_server_exceptions:
+                raise RuntimeError(
+                    "the app returned without sending a response (expected an "
+                    "'http.response.start' message); nea's server answers 500"
+                )
+            exchange.answer_server_error()
         budget = seen[0]
         return httpx.Response(
-            status_code=exchange.status,
+            status_code=exchange.status or 500,  # never None here: answered above
             headers=exchange.headers,
             stream=httpx.ByteStream(b"".join(exchange.body)),
             request=request,

@@ -10,6 +10,7 @@ import pytest
 
 from nea import BudgetStatistics, ConfigError, budget
 from nea._admission import NO_SLOT_BODY, OUT_OF_MEMORY_BODY
+from nea._types import Receive, Scope, Send
 from nea.testing import Client, LifespanError
 
 from .apps import HOG_BYTES, Gate, MiB, failing_startup, make_app, no_lifespan, trips_after_start
@@ -166,3 +167,17 @@ def test_requests_are_charged_to_the_callers_budget_too(meter: str) -> None:
         response = client.get("/small")
     assert response.extensions["nea.budget"].peak >= MiB
     assert outer.peak >= response.extensions["nea.budget"].peak
+
+
+async def silent(scope: Scope, receive: Receive, send: Send) -> None:
+    """Returns without answering."""
+
+
+def test_app_that_never_answers() -> None:
+    with (
+        Client(silent, lifespan="off") as client,
+        pytest.raises(RuntimeError, match="the app returned without sending a response"),
+    ):
+        client.get("/")
+    with Client(silent, lifespan="off", raise_server_exceptions=False) as client:
+        assert client.get("/").status_code == 500
