@@ -35,5 +35,22 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
 
+# The meter's C extension built with AddressSanitizer into build/asan (a copy of the
+# package, so the normal build is untouched), then the meter tests and a longer randomized
+# stress run against it. PYTHONMALLOC=malloc lets ASan see every Python block.
+ASAN_DIR := build/asan
+asan: setup
+	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
+	cp -r src/nea $(ASAN_DIR)/nea && rm -f $(ASAN_DIR)/nea/*.so
+	gcc -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address -Wall -Wextra -Werror \
+	    -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+	    csrc/meter.c csrc/module.c \
+	    -o $(ASAN_DIR)/nea/_meter$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	env PYTHONPATH=$(ASAN_DIR) PYTHONMALLOC=malloc NEA_REQUIRE_NATIVE=1 \
+	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+	    sh -c '$(BIN)/python -c "import nea._meter as m; assert \"build/asan\" in m.__file__, m.__file__" && \
+	        $(BIN)/python -m pytest -q tests/meter && \
+	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30'
+
 clean:
 	rm -rf build $(VENV) src/nea/*.so src/*.egg-info
