@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import unittest
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     plan = item.stash.get(_plan_key, None)
     if plan is None or not isinstance(item, pytest.Function):
         return (yield)
+    if item.cls is not None and issubclass(item.cls, unittest.TestCase):
+        # unittest items call the TestCase method themselves, never ``item.obj``: meter
+        # the whole call (setUp and tearDown included, unittest runs them as one).
+        return (yield from _around_call(plan, item))
     original = item.obj
     item.obj = _wrap(original, plan, item)
     try:
@@ -193,6 +198,18 @@ def _wrap(func: Callable[..., Any], plan: _Plan, item: pytest.Item) -> Callable[
             _record(budget, plan, item)
 
     return run
+
+
+def _around_call(plan: _Plan, item: pytest.Item) -> Generator[None, object, object]:
+    budget = _new_budget(plan)
+    try:
+        with budget:
+            return (yield)
+    except BaseException as exc:
+        _explain_failure(exc, budget, plan, item)
+        raise
+    finally:
+        _record(budget, plan, item)
 
 
 def _new_budget(plan: _Plan) -> Budget:

@@ -304,3 +304,26 @@ def test_module_marker_applies_and_function_marker_wins(inner: pytest.Pytester) 
         """
     )
     inner.runpytest().assert_outcomes(passed=2)
+
+
+def test_unittest_test_case_runs_inside_its_budget(inner: pytest.Pytester, meter: str) -> None:
+    inner.makepyfile(
+        test_unit="""
+        import unittest
+        import pytest
+        import nea
+
+        class TestUnit(unittest.TestCase):
+            @pytest.mark.memory_budget("2MiB")
+            def test_current(self):
+                self.assertEqual(nea.current_budget().limit, 2 * 1024 * 1024)
+
+            @pytest.mark.memory_budget("1MiB")
+            def test_hog(self):
+                data = bytearray(8 * 1024 * 1024)
+                self.assertTrue(data is not None)
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_unit.py::TestUnit::test_hog - *"])
