@@ -327,3 +327,22 @@ def test_unittest_test_case_runs_inside_its_budget(inner: pytest.Pytester, meter
     result = inner.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_unit.py::TestUnit::test_hog - *"])
+
+
+def test_pytest_asyncio_auto_mode(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+        import nea
+
+        @pytest.mark.memory_budget("2MiB")
+        async def test_auto():
+            assert nea.current_budget().limit == 2 * 1024 * 1024
+
+        class TestMethods:
+            @pytest.mark.memory_budget("3MiB")
+            async def test_method(self):
+                assert nea.current_budget().limit == 3 * 1024 * 1024
+        """
+    )
+    inner.runpytest("-o", "asyncio_mode=auto").assert_outcomes(passed=2)
