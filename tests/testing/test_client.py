@@ -181,3 +181,25 @@ def test_app_that_never_answers() -> None:
         client.get("/")
     with Client(silent, lifespan="off", raise_server_exceptions=False) as client:
         assert client.get("/").status_code == 500
+
+
+def test_fastapi_sync_endpoint_in_threadpool_is_budgeted(meter: str) -> None:
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/hog")
+    def hog() -> dict[str, int]:  # a plain def: FastAPI runs it in a worker thread
+        return {"size": len(bytearray(HOG_BYTES))}
+
+    @api.get("/ok")
+    def ok() -> dict[str, int]:
+        return {"size": len(bytearray(MiB))}
+
+    with Client(api, budget="8MiB") as client:
+        hog_response = client.get("/hog")
+        ok_response = client.get("/ok")
+    assert hog_response.status_code == 500
+    assert hog_response.text == OUT_OF_MEMORY_BODY.decode()
+    assert ok_response.json() == {"size": MiB}
+    assert ok_response.extensions["nea.budget"].peak >= MiB
