@@ -26,7 +26,14 @@ from typing import Any, Literal
 
 import anyio
 import anyio.from_thread
-import httpx
+
+try:
+    import httpx
+except ImportError as exc:  # httpx is not one of nea's runtime dependencies
+    raise ImportError(
+        "nea.testing needs httpx, which is not installed; install it with "
+        "pip install 'nea[testing]' (or pip install httpx)"
+    ) from exc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from nea._admission import Admission
