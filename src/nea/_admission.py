@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -260,11 +260,18 @@ class Admission:
         await self.admit(app, scope, receive, send)
 
     async def admit(
-        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+        self,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        on_budget: Callable[[Budget], None] | None = None,
     ) -> Budget | None:
         """Like calling the instance, and return the request's budget (``None`` when the
         request never reached the app, or runs without a budget) for callers that report
-        its statistics: the server's access log, ``nea.testing``."""
+        its statistics: the server's access log, ``nea.testing``. ``on_budget`` is called
+        with the budget just before the app runs, for callers that need it earlier."""
         if scope["type"] != "http":
             await app(scope, receive, send)
             return None
@@ -274,7 +281,7 @@ class Admission:
                 return None
             receive = queued
         try:
-            return await self._run(app, scope, receive, send)
+            return await self._run(app, scope, receive, send, on_budget)
         finally:
             self._pool.release()
 
@@ -303,12 +310,21 @@ class Admission:
         await _send_text(send, 503, NO_SLOT_BODY, [(b"retry-after", b"1")])
         return None
 
-    async def _run(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> Budget | None:
+    async def _run(
+        self,
+        app: ASGIApp,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        on_budget: Callable[[Budget], None] | None,
+    ) -> Budget | None:
         if self.limit is None:
             await app(scope, receive, send)
             self._served += 1
             return None
         request_budget = budget(self.limit)
+        if on_budget is not None:
+            on_budget(request_budget)
         extensions = dict(scope.get("extensions") or {})
         extensions["nea.budget"] = request_budget
         scope = {**scope, "extensions": extensions}

@@ -21,3 +21,10 @@ class ConfigError(NeaError, ValueError):
 
 class AppImportError(NeaError):
     """The ``module:attribute`` application string could not be imported."""
+
+
+class LifespanStartupFailed(NeaError):
+    """The application's lifespan startup failed (``lifespan.startup.failed`` or an error).
+
+    ``nea.Server.serve`` raises it after logging the reason; the CLI exits with status 3.
+    """

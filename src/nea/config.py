@@ -14,24 +14,31 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nea._errors import ConfigError
+from nea._sizes import parse_size
 from nea._types import ASGIApp
 
 LoopSetup = Literal["auto", "asyncio", "uvloop"]
 HTTPBackend = Literal["auto", "h11", "httptools"]
 LifespanMode = Literal["auto", "on", "off"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+MeterMode = Literal["native", "tracemalloc", "off"]
 
 # 64 KiB of request line + headers: the same order as uvicorn/h11's 16 KiB default
 # incremental limit but with room for large cookies; nginx's default is 4 × 8 KiB.
 DEFAULT_LIMIT_REQUEST_HEADERS_BYTES = 64 * 1024
 # uvicorn's and gunicorn's default listen backlog.
 DEFAULT_BACKLOG = 2048
+# Per-request memory budget and concurrent budgets: 64 × 32 MiB = a 2 GiB plan, which fits
+# a common 2-4 GiB container with room for the baseline.
+DEFAULT_BUDGET = "32MiB"
+DEFAULT_SLOTS = 64
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "loop": ("auto", "asyncio", "uvloop"),
     "http": ("auto", "h11", "httptools"),
     "lifespan": ("auto", "on", "off"),
     "log_level": ("critical", "error", "warning", "info", "debug", "trace"),
+    "meter": ("native", "tracemalloc", "off"),
 }
 
 
@@ -67,6 +74,14 @@ class Config:
     access_log: bool = True
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    # Memory (see docs/serving.md). ``budget`` and a size ``memory_limit`` are normalised to
+    # bytes; ``memory_limit`` is None (off), "auto" or bytes.
+    budget: int | str = DEFAULT_BUDGET
+    slots: int = DEFAULT_SLOTS
+    queue: int | None = None
+    queue_timeout: float = 10.0
+    meter: MeterMode = "native"
+    memory_limit: int | str | None = None
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -92,6 +107,7 @@ class Config:
         _check_seconds("timeout_request_headers", self.timeout_request_headers)
         if self.timeout_graceful_shutdown is not None:
             _check_seconds("timeout_graceful_shutdown", self.timeout_graceful_shutdown)
+        self._check_memory_options()
         if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
             raise ConfigError("--ssl-keyfile and --ssl-certfile must be given together")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -102,6 +118,31 @@ class Config:
         for header in self.headers:
             if len(header) != 2 or not header[0] or any(c in header[0] for c in ": \r\n"):
                 raise ConfigError(f"--header: expected 'name:value', got {header!r}")
+
+    def _check_memory_options(self) -> None:
+        object.__setattr__(self, "budget", _size("budget", self.budget, low=1))
+        _check_int("slots", self.slots, low=1)
+        if self.queue is not None:
+            _check_int("queue", self.queue, low=0)
+        _check_seconds("queue_timeout", self.queue_timeout)
+        limit = self.memory_limit
+        if isinstance(limit, str) and limit.strip().lower() in ("off", "auto"):
+            limit = limit.strip().lower()
+        if limit == "off":
+            limit = None
+        elif limit is not None and limit != "auto":
+            limit = _size("memory_limit", limit, low=1, extra="'auto', 'off' or ")
+        if limit == "auto" and self.meter == "off":
+            raise ConfigError(
+                "--memory-limit auto: the memory plan needs budgets, but --meter is off; "
+                "give a size (e.g. --memory-limit 2GiB) or turn the meter on"
+            )
+        object.__setattr__(self, "memory_limit", limit)
+
+    @property
+    def queue_size(self) -> int:
+        """How many requests may wait for a slot (``queue``, default ``2 × slots``)."""
+        return 2 * self.slots if self.queue is None else self.queue
 
     @property
     def is_ssl(self) -> bool:
@@ -122,6 +163,20 @@ def _check_int(name: str, value: object, *, low: int, high: int | None = None) -
     if value < low or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{_option(name)}: expected a whole number {bounds}, got {value}")
+
+
+def _size(name: str, value: object, *, low: int, extra: str = "") -> int:
+    if not isinstance(value, int | str):
+        raise ConfigError(f"{_option(name)}: expected {extra}a size such as '32MiB', got {value!r}")
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{_option(name)}: expected {extra}a size; {exc}") from None
+    if size < low:
+        raise ConfigError(
+            f"{_option(name)}: expected a size of at least {low} byte(s), got {value!r}"
+        )
+    return size
 
 
 def _check_seconds(name: str, value: object) -> None:

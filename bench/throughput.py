@@ -1,0 +1,276 @@
+"""Throughput of nea against uvicorn, measured in the same run with wrk.
+
+Every row serves the same application with both servers (uvloop + httptools for both, access
+log off, log level warning), one server at a time, alternating which goes first in each round.
+wrk drives each server for ``--duration`` seconds with ``--connections`` connections on one
+thread; the table shows the median requests/second over ``--rounds`` rounds and nea/uvicorn.
+
+    python bench/throughput.py                      # 3 rounds, wrk -t1 -c64 -d5s
+    python bench/throughput.py --rounds 1 --duration 2 --rows hello,json
+
+All traffic goes to 127.0.0.1. Needs wrk (``apt-get install wrk``) and the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+HOST = "127.0.0.1"
+ECHO_BODY_BYTES = 64 * 1024
+SERVER_START_TIMEOUT = 30.0
+SERVER_STOP_TIMEOUT = 10.0
+WARMUP_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    title: str
+    app: str
+    path: str
+    http: str = "httptools"
+    post_bytes: int = 0
+
+
+ROWS = [
+    Row("hello", "raw ASGI hello", "hello:app", "/"),
+    Row("plaintext", "Starlette PlainTextResponse", "starlette_app:app", "/plaintext"),
+    Row("json", "Starlette JSONResponse (~20 KB)", "starlette_app:app", "/json"),
+    Row(
+        "echo",
+        "Starlette POST echo (64 KiB)",
+        "starlette_app:app",
+        "/echo",
+        post_bytes=ECHO_BODY_BYTES,
+    ),
+    Row("hello-h11", "raw ASGI hello, h11 vs h11", "hello:app", "/", http="h11"),
+]
+SERVERS = ("nea", "uvicorn")
+
+
+@dataclass
+class Result:
+    rates: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SERVERS})
+    errors: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVERS})
+
+
+def main() -> int:
+    args = parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("wrk is not installed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
+        return 1
+    rows = select_rows(args.rows)
+    print_environment(wrk, args)
+    results = {row.name: Result() for row in rows}
+    with tempfile.TemporaryDirectory(prefix="nea-bench-") as tmp:
+        workdir = Path(tmp)
+        for round_number in range(args.rounds):
+            # Alternate who goes first so warm caches or thermal drift favour neither.
+            order = SERVERS if round_number % 2 == 0 else tuple(reversed(SERVERS))
+            for row in rows:
+                for server in order:
+                    rate, errors = measure(wrk, server, row, args, workdir)
+                    results[row.name].rates[server].append(rate)
+                    results[row.name].errors[server] += errors
+                    print(
+                        f"round {round_number + 1}/{args.rounds} {row.name:<10} {server:<8} "
+                        f"{rate:>10.0f} req/s" + (f"  ({errors} errors)" if errors else ""),
+                        flush=True,
+                    )
+    print_table(rows, results)
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per row and server")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--rows",
+        default=",".join(row.name for row in ROWS),
+        help=f"comma-separated rows to run, from: {', '.join(row.name for row in ROWS)}",
+    )
+    return parser.parse_args()
+
+
+def select_rows(text: str) -> list[Row]:
+    by_name = {row.name: row for row in ROWS}
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown row {unknown[0]!r}; choose from {', '.join(by_name)}")
+    return [by_name[name] for name in names]
+
+
+def server_command(server: str, row: Row, port: int) -> list[str]:
+    common = [
+        row.app,
+        "--app-dir",
+        str(EXAMPLES),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        row.http,
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return [sys.executable, "-m", server, *common]
+
+
+def measure(
+    wrk: str, server: str, row: Row, args: argparse.Namespace, workdir: Path
+) -> tuple[float, int]:
+    """Start ``server`` for ``row``, warm it up, run wrk once; return (req/s, errors)."""
+    port = free_port()
+    log_path = workdir / f"{server}-{row.name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            server_command(server, row, port), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        try:
+            wait_until_accepting(process, port, log_path)
+            url = f"http://{HOST}:{port}{row.path}"
+            script = lua_script(row, workdir)
+            run_wrk(wrk, url, script, WARMUP_SECONDS, args.connections)
+            output = run_wrk(wrk, url, script, args.duration, args.connections)
+        finally:
+            stop(process)
+    return parse_wrk(output)
+
+
+def free_port() -> int:
+    # The port is free now; the server binds it a moment later (fine on a quiet machine).
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_accepting(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    """Connect until the server accepts; bounded, and stops early if the server exits."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=1.0):
+                return
+        except OSError:
+            # Waiting on the process doubles as the retry delay and notices an early exit.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.05)
+            if process.returncode is not None:
+                break
+    log = log_path.read_text(errors="replace")
+    raise SystemExit(f"server did not start on port {port} (exit {process.returncode}):\n{log}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def lua_script(row: Row, workdir: Path) -> Path | None:
+    if not row.post_bytes:
+        return None
+    path = workdir / f"post-{row.post_bytes}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = string.rep("a", {row.post_bytes})\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    return path
+
+
+def run_wrk(wrk: str, url: str, script: Path | None, seconds: int, connections: int) -> str:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 30, check=False
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"wrk failed ({completed.returncode}):\n{completed.stderr}")
+    return completed.stdout
+
+
+def parse_wrk(output: str) -> tuple[float, int]:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rate is None:
+        raise SystemExit(f"cannot read wrk output:\n{output}")
+    errors = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return float(rate.group(1)), errors
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_environment(wrk: str, args: argparse.Namespace) -> None:
+    wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+    first_line = (wrk_version.stdout or wrk_version.stderr).splitlines()[:1]
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    print(
+        f"nea {version('nea')}, uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, "
+        f"httptools {version('httptools')}, h11 {version('h11')}, "
+        f"starlette {version('starlette')}"
+    )
+    print(f"{first_line[0] if first_line else 'wrk'}")
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "
+        f"median req/s; both servers: --loop uvloop --no-access-log --log-level warning\n"
+    )
+
+
+def print_table(rows: list[Row], results: dict[str, Result]) -> None:
+    print()
+    print("| row | nea req/s | uvicorn req/s | nea/uvicorn |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        result = results[row.name]
+        nea = statistics.median(result.rates["nea"])
+        uvicorn = statistics.median(result.rates["uvicorn"])
+        ratio = nea / uvicorn if uvicorn else float("nan")
+        errors = sum(result.errors.values())
+        note = f" ({errors} errors)" if errors else ""
+        print(f"| {row.title} | {nea:.0f} | {uvicorn:.0f} | {ratio:.2f}{note} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Parser backend registry: ``--http auto|h11|httptools``.
+
+Owns: choosing a backend and importing it lazily (httptools is a C extension that may be
+missing). Must not import asyncio, socket or anyio.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+from nea._errors import ConfigError
+from nea._http.parser import ParserBase, ParserLimits
+
+ParserFactory = Callable[[ParserLimits], ParserBase]
+
+BACKENDS = ("h11", "httptools")
+
+
+def resolve_backend(name: str) -> str:
+    """Map ``auto`` to ``httptools`` when it is importable, else ``h11``."""
+    if name == "auto":
+        return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    if name not in BACKENDS:
+        raise ConfigError(f"--http: expected one of auto, h11, httptools, got {name!r}")
+    return name
+
+
+def parser_factory(name: str) -> ParserFactory:
+    """The parser class for backend ``name`` (``auto``, ``h11`` or ``httptools``).
+
+    Raises ``ConfigError`` when the backend is unknown or its package is not installed.
+    """
+    resolved = resolve_backend(name)
+    try:
+        if resolved == "httptools":
+            from nea._http.httptools_parser import HttptoolsParser
+
+            return HttptoolsParser
+        from nea._http.h11_parser import H11Parser
+
+        return H11Parser
+    except ImportError as exc:
+        raise ConfigError(
+            f"--http {name}: the {resolved} package is not installed ({exc}); "
+            f"install it or choose --http h11"
+        ) from exc

@@ -1,0 +1,170 @@
+"""``nea.run()``: serve an app from Python, with signals, the chosen loop and optional workers.
+
+Owns: building the ``Config`` from keyword options, logging set-up when the application has
+not configured logging itself, SIGINT/SIGTERM handling (first signal → graceful shutdown,
+second → force exit) and the choice between one process and the ``--workers`` supervisor.
+It raises exceptions and never calls ``sys.exit`` (only ``nea.cli.main`` does).
+Must not import the CLI. The server is imported lazily so ``import nea`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from nea._errors import ConfigError
+from nea._logging import ERROR_LOGGER, TRACE, configure_logging, logging_is_configured
+from nea._loops import run_on_loop
+from nea._sockets import bind_socket, create_ssl_context
+from nea._types import ASGIApp
+from nea.config import Config
+
+if TYPE_CHECKING:
+    from nea.server import Server
+
+logger = logging.getLogger(ERROR_LOGGER)
+
+SHUTDOWN_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+def run(app: str | ASGIApp, **options: Any) -> None:
+    """Serve ``app`` (an ASGI callable or a ``"module:attribute"`` string) until stopped.
+
+    ``options`` are ``nea.Config`` fields (``port=8080``, ``workers=2``, ...). Logging is set up
+    as the CLI does unless the application already configured logging (handlers on the root
+    or ``nea`` logger), in which case nea's records go through the application's handlers.
+
+    Returns after a graceful shutdown (SIGINT/SIGTERM). Raises ``ConfigError`` for bad
+    options, ``AppImportError``, ``BindError``, or ``LifespanStartupFailed``.
+    """
+    config = build_config(app, options)
+    logging.addLevelName(TRACE, "TRACE")  # named even when the application set up logging
+    if not logging_is_configured():
+        configure_logging(config.log_level, access_log=config.access_log)
+    run_config(config)
+
+
+def build_config(app: str | ASGIApp, options: dict[str, Any]) -> Config:
+    """``Config(app=app, **options)``, with unknown option names reported as ``ConfigError``."""
+    known = {field.name for field in dataclasses.fields(Config)} - {"app"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r}; expected one of: {', '.join(sorted(known))}"
+        )
+    return Config(app=app, **options)
+
+
+def run_config(config: Config) -> None:
+    """Serve ``config`` in this process, or under the supervisor when ``workers > 1``."""
+    # Unreadable TLS files are a command-line mistake: report them before anything starts.
+    create_ssl_context(config)
+    if config.workers > 1:
+        if not isinstance(config.app, str):
+            raise ConfigError(
+                "--workers: more than one worker needs the app as an import string "
+                "('module:attribute') so each worker process can import it"
+            )
+        from nea._supervisor import Supervisor
+
+        Supervisor(config).run()
+        return
+    # Bind before the app is imported and its lifespan runs, so that "address in use" fails
+    # fast and alone instead of after the application started (and stopped) for nothing.
+    sock = bind_socket(config)
+    try:
+        run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
+    finally:
+        sock.close()
+        remove_unix_socket(config)
+
+
+def remove_unix_socket(config: Config) -> None:
+    """Remove the ``--uds`` socket file nea created (never a file nea did not bind)."""
+    if config.uds is None or config.fd is not None:
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.stat(config.uds).st_mode):
+            os.unlink(config.uds)
+
+
+async def serve_until_signalled(
+    config: Config,
+    sockets: Sequence[socket.socket] | None = None,
+    *,
+    signals: Sequence[signal.Signals] = SHUTDOWN_SIGNALS,
+    on_started: Callable[[], None] | None = None,
+    stop_when_readable: int | None = None,
+) -> None:
+    """Run ``nea.Server(config)`` until a signal in ``signals`` asks it to stop.
+
+    The first signal starts a graceful shutdown; a second one forces the exit (open
+    connections are closed without waiting). Signal handlers are installed only in the main
+    thread (Python allows no others); elsewhere the caller stops the server. ``on_started`` is
+    called once the server accepts connections. When the file descriptor
+    ``stop_when_readable`` becomes readable (a worker's pipe from its supervisor reaching EOF),
+    the server shuts down gracefully. Exceptions from the server propagate.
+    """
+    from nea.server import Server
+
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            logger.info("%s received: shutting down gracefully", signum.name)
+            server.shutdown()
+        else:
+            logger.warning("%s received again: forcing exit", signum.name)
+            server.force_exit()
+
+    def on_readable() -> None:
+        assert stop_when_readable is not None  # only registered with a descriptor
+        loop.remove_reader(stop_when_readable)
+        logger.warning("the supervisor process is gone: shutting down gracefully")
+        server.shutdown()
+
+    if threading.current_thread() is not threading.main_thread():
+        signals = ()
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    if stop_when_readable is not None:
+        loop.add_reader(stop_when_readable, on_readable)
+    try:
+        await _serve(server, list(sockets) if sockets is not None else None, on_started)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if stop_when_readable is not None:
+            loop.remove_reader(stop_when_readable)
+
+
+async def _serve(
+    server: Server, sockets: list[socket.socket] | None, on_started: Callable[[], None] | None
+) -> None:
+    if on_started is None:
+        await server.serve(sockets)
+        return
+    serving = asyncio.ensure_future(server.serve(sockets))
+    started = asyncio.ensure_future(server.wait_started())
+    # If serve() fails, wait_started() fails too; serve()'s exception is the one to raise.
+    started.add_done_callback(lambda task: task.cancelled() or task.exception())
+    try:
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if started.done() and not started.cancelled() and started.exception() is None:
+            on_started()
+        await serving
+    finally:
+        started.cancel()
+        serving.cancel()

@@ -1,0 +1,228 @@
+"""One request/response exchange between a connection and the ASGI app.
+
+Owns: ``receive`` (buffered body, ``Expect: 100-continue``, ``http.disconnect``), ``send``
+(ASGI message order, response backpressure), and what happens when the app fails or returns
+early. The same cycle serves every parser backend. Must not import ``nea.server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from nea._http.errors import ResponseError
+from nea._http.parser import RequestHead
+from nea._http.response import CONTINUE_RESPONSE, Response
+from nea._server.state import logger
+from nea._types import Message
+from nea.meter import Budget
+
+if TYPE_CHECKING:
+    from nea._server.protocol import HTTPProtocol
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class RequestCycle:
+    """ASGI ``receive``/``send`` for one request, fed by ``HTTPProtocol``."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_head_written",
+        "_last_body_sent",
+        "_waiter",
+        "body_complete",
+        "budget",
+        "conn",
+        "continue_sent",
+        "disconnected",
+        "head",
+        "response",
+        "response_complete",
+        "response_started",
+        "scope",
+        "started_at",
+    )
+
+    def __init__(self, conn: HTTPProtocol, head: RequestHead, scope: dict[str, Any]) -> None:
+        self.conn = conn
+        self.head = head
+        self.scope = scope
+        self.response = Response(head.method == "HEAD", head.http_version == "1.0", head.keep_alive)
+        self.started_at = time.perf_counter()
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self.body_complete = False
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self._head_written = False
+        self._last_body_sent = False
+        self.continue_sent = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.budget: Budget | None = None  # set by admission just before the app runs
+
+    # fed by the protocol ------------------------------------------------------------------
+
+    @property
+    def buffered_body_bytes(self) -> int:
+        return self._body_size
+
+    def feed_body(self, data: bytes) -> None:
+        if self.response_complete:
+            return  # the app answered without reading this body: discard it
+        self._body.append(data)
+        self._body_size += len(data)
+        self._wake()
+
+    def end_body(self) -> None:
+        self.body_complete = True
+        if self._waiter is not None:
+            self._wake()
+
+    def mark_disconnected(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter = self.conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    # the app side -------------------------------------------------------------------------
+
+    def peak(self) -> int | None:
+        """The peak memory of the request's budget so far (None without a budget)."""
+        return None if self.budget is None else self.budget.peak
+
+    def _set_budget(self, request_budget: Budget) -> None:
+        self.budget = request_budget
+
+    async def run(self) -> None:
+        """Run the app through admission (slot, budget); turn its failures into a 500 or a
+        closed connection. Admission answers budget trips and "no slot" itself."""
+        state = self.conn.state
+        try:
+            await state.admission.admit(
+                state.app, self.scope, self.receive, self.send, on_budget=self._set_budget
+            )
+        except asyncio.CancelledError:
+            self.conn.abort()
+            raise
+        except ResponseError:
+            pass  # already logged by send(), connection already closed
+        except BaseException as exc:
+            if self.budget is not None and self.budget.tripped:
+                # Tripped after the response started: admission logged the one warning line;
+                # abort so the client cannot take the truncated body for a whole one.
+                self.conn.abort()
+            else:
+                logger.error("Exception in ASGI application", exc_info=exc)
+                if not self.response_started:
+                    self.conn.send_error(500, "Internal Server Error")
+                else:
+                    self.conn.abort()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not self.response_started:
+                if not self.disconnected:
+                    logger.error("ASGI callable returned without starting a response")
+                    self.conn.send_error(500, "Internal Server Error")
+            elif not self.response_complete:
+                if not self.disconnected:
+                    logger.error("ASGI callable returned without completing the response")
+                self.conn.abort()
+
+    async def receive(self) -> Message:
+        if self._last_body_sent:
+            # The body is consumed; per the spec, receive now waits for the disconnect.
+            while not (self.disconnected or self.response_complete):
+                await self._wait()
+            return _DISCONNECT
+        if not self._body and not self.body_complete and not self.disconnected:
+            if self.head.expect_continue and not self.continue_sent:
+                self.continue_sent = True
+                if not self.response_started:
+                    self.conn.write(CONTINUE_RESPONSE)
+            while not self._body and not self.body_complete and not self.disconnected:
+                await self._wait()
+        if self.disconnected and not self.body_complete:
+            return _DISCONNECT
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        had = self._body_size
+        self._body = []
+        self._body_size = 0
+        more_body = not self.body_complete
+        self._last_body_sent = not more_body
+        if had:
+            self.conn.body_consumed(self)
+        return {"type": "http.request", "body": data, "more_body": more_body}
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            return
+        message_type = message["type"]
+        if not self.response_started:
+            if message_type != "http.response.start":
+                self._fail(f"expected 'http.response.start', got {message_type!r}")
+            self._start(message)
+            return
+        if self.response_complete:
+            self._fail(f"expected nothing after the response completed, got {message_type!r}")
+        if message_type != "http.response.body":
+            self._fail(f"expected 'http.response.body', got {message_type!r}")
+        more_body = message.get("more_body", False)
+        try:
+            data = self.response.body(
+                message.get("body", b""), more_body, first=not self._head_written
+            )
+        except ResponseError as exc:
+            self._fail(str(exc))
+        self._head_written = True
+        conn = self.conn
+        if data:
+            conn.write(data)
+        if not more_body:
+            self.response_complete = True
+            if self._waiter is not None:
+                self._wake()
+            conn.response_complete(self)
+        elif conn.write_paused:
+            await conn.drain()
+
+    def _start(self, message: Message) -> None:
+        conn = self.conn
+        response = self.response
+        if conn.state.shutting_down:
+            response.keep_alive = False
+        try:
+            response.start(
+                message["status"],
+                message.get("headers", ()),
+                conn.state.default_headers,
+            )
+        except ResponseError as exc:
+            self._fail(str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._fail(f"malformed 'http.response.start' message {message!r}: {exc}")
+        self.response_started = True
+
+    def _fail(self, problem: str) -> NoReturn:
+        """Log an app protocol violation, close the connection and raise into the app."""
+        logger.error(
+            "ASGI protocol error in %s %r: %s", self.head.method, self.head.target, problem
+        )
+        self.disconnected = True
+        self.conn.abort()
+        raise ResponseError(problem)

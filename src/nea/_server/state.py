@@ -1,0 +1,131 @@
+"""State shared by every connection of one ``nea.Server``.
+
+Owns: the settings the per-request path reads (computed once from ``Config``), the set of
+live connections and app tasks (what graceful shutdown waits for), and the access log line.
+Must not import ``nea.server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nea._admission import Admission
+from nea._http.backends import parser_factory
+from nea._http.parser import ParserLimits
+from nea._http.response import DateHeader, default_header_block
+from nea._http.scope import TrustedProxies
+from nea._server.budgets import build_admission
+from nea._sizes import format_size
+from nea._types import ASGIApp
+from nea.config import Config
+
+if TYPE_CHECKING:
+    from nea._server.protocol import HTTPProtocol
+
+logger = logging.getLogger("nea.error")
+access_logger = logging.getLogger("nea.access")
+
+# Request-body bytes buffered per request before nea stops reading from the socket; the same
+# order as asyncio's default transport write high-water mark (64 KiB).
+BODY_HIGH_WATER_BYTES = 64 * 1024
+
+
+class ServerState:
+    """Everything connections share; one per ``Server.serve()`` call."""
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        lifespan_state: dict[str, Any] | None,
+        on_request: Callable[[], None] | None,
+        *,
+        admission: Admission | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        # Every request runs through admission: a slot, then the app inside its budget.
+        self.admission = admission if admission is not None else build_admission(config)
+        self.lifespan_state = lifespan_state
+        self.on_request = on_request
+        self.make_parser = parser_factory(config.http)
+        self.limits = ParserLimits(config.limit_request_headers, config.limit_request_body)
+        self.header_prefix = default_header_block(config.server_header, config.headers)
+        self.date = DateHeader() if config.date_header else None
+        # server + date + --header lines, refreshed once per second by tick_clock().
+        self.default_headers = self.header_prefix
+        self._clock: asyncio.TimerHandle | None = None
+        # Decided once per serve(): the CLI configures logging before the server starts.
+        self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
+        self.root_path = config.root_path
+        self.scheme = "https" if config.is_ssl else "http"
+        self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.timeout_keep_alive = config.timeout_keep_alive
+        self.timeout_request_headers = config.timeout_request_headers
+        self.connections: set[HTTPProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        # Set, once shutting down, when the last connection and the last app task are gone.
+        self.idle = asyncio.Event()
+
+    def tick_clock(self) -> None:
+        """Refresh ``default_headers``' date now and schedule the next refresh (each second)."""
+        if self.date is None:
+            return
+        self.default_headers = self.header_prefix + self.date.line()
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        self._clock = loop.call_later(1.0 - (now - int(now)) + 0.001, self.tick_clock)
+
+    def stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+
+    def discard_connection(self, protocol: HTTPProtocol) -> None:
+        self.connections.discard(protocol)
+        if self.shutting_down:
+            self.check_idle()
+
+    def add_task(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.shutting_down:
+            self.check_idle()
+
+    def check_idle(self) -> None:
+        if not self.connections and not self.tasks:
+            self.idle.set()
+
+
+def log_access(
+    client: tuple[str, int] | None,
+    method: str,
+    target: bytes,
+    http_version: str,
+    status: int,
+    duration: float,
+    peak: int | None = None,
+) -> None:
+    """One ``nea.access`` line ending in the duration and, for a budgeted request, the
+    peak memory of its budget so far: ``... 200 3.1ms peak 1.2 MiB``. Both also ride on
+    the record (``duration`` in seconds, ``peak`` in bytes or None)."""
+    client_addr = f"{client[0]}:{client[1]}" if client else "-"
+    access_logger.info(
+        '%s - "%s %s HTTP/%s" %d %.1fms%s',
+        client_addr,
+        method,
+        target.decode("latin-1"),
+        http_version,
+        status,
+        duration * 1000,
+        "" if peak is None else f" peak {format_size(peak)}",
+        extra={"duration": duration, "peak": peak},
+    )
