@@ -196,6 +196,7 @@ class _Exchange:
         self.headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(_SERVER_ERROR_BODY)).encode()),
+            (b"connection", b"close"),
         ]
         self.body = [_SERVER_ERROR_BODY]
         self.complete = True
