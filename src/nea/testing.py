@@ -38,7 +38,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from nea._admission import Admission
 from nea._errors import ConfigError, NeaError
-from nea._types import ASGIApp, Headers, Message, Receive, Scope, Send
+from nea._types import ASGIApp, Headers, Message, Scope
 from nea.meter import Budget
 
 __all__ = ["AsyncClient", "Client", "LifespanError"]
@@ -101,18 +101,19 @@ class _Driver:
     async def handle(self, request: httpx.Request, body: bytes) -> httpx.Response:
         """Run ``request`` (whose body is ``body``) and return the complete response."""
         exchange = _Exchange(body)
-        seen: list[Budget | None] = [None]
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            # Admission puts the request's budget in the app's scope; keep it so its
-            # statistics can be reported even when the app raised.
-            seen[0] = scope["extensions"].get(EXTENSION)
-            await self.app(scope, receive, send)
-
+        # Admission hands over the request's budget before the app runs, so its statistics
+        # can be reported even when the app raises.
+        seen: list[Budget] = []
         try:
-            await self.admission(app, self.scope_for(request), exchange.receive, exchange.send)
+            await self.admission.admit(
+                self.app,
+                self.scope_for(request),
+                exchange.receive,
+                exchange.send,
+                on_budget=seen.append,
+            )
         except Exception as exc:
-            budget = seen[0]
+            budget = seen[0] if seen else None
             if budget is not None and budget.tripped:
                 # A trip after the response started: the server aborts the connection.
                 raise httpx.RemoteProtocolError(
@@ -140,7 +141,7 @@ class _Driver:
                     "'http.response.start' message); nea's server answers 500"
                 )
             exchange.answer_server_error()
-        budget = seen[0]
+        budget = seen[0] if seen else None
         return httpx.Response(
             status_code=exchange.status or 500,  # never None here: answered above
             headers=exchange.headers,
