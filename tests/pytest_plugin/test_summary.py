@@ -92,3 +92,20 @@ def test_negative_summary_count_is_a_usage_error(inner: pytest.Pytester) -> None
     result = inner.runpytest("--memory-summary", "-1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --memory-summary expects a number of tests >= 0, got -1"])
+
+
+def test_summary_under_xdist(inner: pytest.Pytester) -> None:
+    # The peaks travel from the workers to the controller in the reports' user_properties.
+    pytest.importorskip("xdist")
+    inner.makepyfile(test_peaks=TESTS)
+    result = inner.runpytest_subprocess("-n", "2", "--memory-summary", "2")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*= nea memory summary: top 2 tests by peak =*",
+            "      peak      budget  test",
+            "   3.0 MiB    16.0 MiB  test_peaks.py::test_three",
+            "   2.0 MiB        none  test_peaks.py::test_two",
+        ],
+        consecutive=True,
+    )

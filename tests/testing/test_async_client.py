@@ -56,12 +56,17 @@ async def test_hog_gets_500_and_neighbours_succeed(meter: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_works_under_anyio(anyio_backend: str) -> None:
-    async with AsyncClient(make_app(), budget="4MiB") as client:
+    events: list[str] = []
+    async with AsyncClient(make_app(events), budget="4MiB") as client:
         response = await client.post("/echo/x?q=1", content=b"hi", headers={"x-test": "1"})
+        assert (await client.get("/greeting")).text == "hello"
+        hog = await client.get("/hog")
     assert response.json()["budget"] == 4 * MiB
     assert response.json()["body"] == "hi"
+    assert hog.status_code == 500
+    assert events == ["startup", "shutdown"]
 
 
 @pytest.mark.asyncio

@@ -206,3 +206,12 @@ def test_fastapi_sync_endpoint_in_threadpool_is_budgeted(meter: str) -> None:
     assert hog_response.text == OUT_OF_MEMORY_BODY.decode()
     assert ok_response.json() == {"size": MiB}
     assert ok_response.extensions["nea.budget"].peak >= MiB
+
+
+def test_trio_backend() -> None:
+    pytest.importorskip("trio")
+    events: list[str] = []
+    with Client(make_app(events), budget="8MiB", backend="trio") as client:
+        assert client.get("/greeting").text == "hello"
+        assert client.get("/hog").status_code == 500
+    assert events == ["startup", "shutdown"]
