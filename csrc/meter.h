@@ -75,6 +75,9 @@ int nea_meter_init(PyObject *var);          /* once per process; keeps a ref to 
 int nea_meter_install(void);                /* hook MEM and OBJ; -1 with exception */
 int nea_meter_installed(void);
 void nea_meter_disable(void);               /* at exit: stop charging */
+/* Set the `current` contextvar; the only way nea changes it (keeps the hook's cache
+ * right). -1 with an exception. */
+int nea_meter_set_current(PyObject *value);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
 int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */

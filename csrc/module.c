@@ -76,10 +76,20 @@ static PyObject *meter_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args)
         return NULL;
     /* An explicit None in this context: lookups hit CPython's contextvar cache, and a
      * budget set here is later restored to None with set(), never reset to "no value". */
-    PyObject *token = PyContextVar_Set(current_var, Py_None);
-    if (token == NULL)
+    if (nea_meter_set_current(Py_None) < 0)
         return NULL;
-    Py_DECREF(token);
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_set_current(PyObject *Py_UNUSED(m), PyObject *value)
+{
+    if (value != Py_None && Py_TYPE(value) != &nea_HandleType) {
+        PyErr_Format(PyExc_TypeError, "expected a nea._meter.Handle or None, got %s",
+                     Py_TYPE(value)->tp_name);
+        return NULL;
+    }
+    if (nea_meter_set_current(value) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -229,6 +239,8 @@ static PyObject *meter_alloc_free_loop(PyObject *Py_UNUSED(m), PyObject *const *
 static PyMethodDef meter_methods[] = {
     {"install", meter_install, METH_NOARGS, "Hook the MEM and OBJ allocator domains."},
     {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
+    {"set_current", meter_set_current, METH_O,
+     "set_current(handle_or_None): set the `current` contextvar (never set it directly)."},
     {"disable", meter_disable, METH_NOARGS, "Stop charging (interpreter exit)."},
     {"open", (PyCFunction)(void (*)(void))meter_open, METH_FASTCALL,
      "open(limit, owner): open a budget nested in the current one; returns a Handle."},

@@ -15,7 +15,8 @@ How one ``http`` request goes through ``Admission``:
    never overtakes the queue.
 2. **Disconnect while queued.** To notice a client that gives up while queued, admission
    reads from ``receive`` while waiting and replays what it read to the app, so the app
-   sees exactly the messages the server produced. It reads at most one body message (a
+   sees exactly the messages the server produced (nea's own server instead passes a
+   ``wait_disconnect`` signal, so nothing is read). It reads at most one body message (a
    request whose body is still streaming is not drained: the app gets it later, bounded
    by the server's read buffer), and when that message completes the body it reads once
    more, which in every ASGI server returns only on disconnect. A request with
@@ -42,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -148,6 +149,14 @@ class _QueuedReceive:
         self._receive = receive
         self._buffered: deque[Message] = deque()
         self.gone = False
+
+    async def watch_server(
+        self, wait_disconnect: Callable[[], Awaitable[None]], on_disconnect: anyio.CancelScope
+    ) -> None:
+        """Watch through the server's own disconnect signal: nothing is read."""
+        await wait_disconnect()
+        self.gone = True
+        on_disconnect.cancel()
 
     async def watch(self, on_disconnect: anyio.CancelScope) -> None:
         message = await self._receive()
@@ -267,16 +276,20 @@ class Admission:
         send: Send,
         *,
         on_budget: Callable[[Budget], None] | None = None,
+        wait_disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> Budget | None:
         """Like calling the instance, and return the request's budget (``None`` when the
         request never reached the app, or runs without a budget) for callers that report
         its statistics: the server's access log, ``nea.testing``. ``on_budget`` is called
-        with the budget just before the app runs, for callers that need it earlier."""
+        with the budget just before the app runs, for callers that need it earlier.
+        ``wait_disconnect``, from a server that knows when its client is gone, returns
+        when that happens; a queued request is then watched through it instead of by
+        reading its body (nea's server passes it)."""
         if scope["type"] != "http":
             await app(scope, receive, send)
             return None
         if not self._pool.try_acquire():
-            queued = await self._wait_for_slot(scope, receive, send)
+            queued = await self._wait_for_slot(scope, receive, send, wait_disconnect)
             if queued is None:
                 return None
             receive = queued
@@ -285,7 +298,13 @@ class Admission:
         finally:
             self._pool.release()
 
-    async def _wait_for_slot(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+    async def _wait_for_slot(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        wait_disconnect: Callable[[], Awaitable[None]] | None,
+    ) -> Receive | None:
         """Queue for a slot. Returns the ``receive`` to give the app, or ``None`` when the
         request was answered 503 or its client left (no slot is held then)."""
         if not self._pool.can_wait():
@@ -295,7 +314,9 @@ class Admission:
         queued = _QueuedReceive(receive)
         admitted = False
         async with anyio.create_task_group() as watchers:
-            if not _expects_continue(scope):
+            if wait_disconnect is not None:
+                watchers.start_soon(queued.watch_server, wait_disconnect, watchers.cancel_scope)
+            elif not _expects_continue(scope):
                 watchers.start_soon(queued.watch, watchers.cancel_scope)
             with anyio.move_on_after(self.queue_timeout):
                 await self._pool.wait_for_slot()

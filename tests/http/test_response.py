@@ -18,8 +18,7 @@ def response(method: str = "GET", http10: bool = False, keep_alive: bool = True)
 
 def test_single_body_gets_content_length_in_one_write() -> None:
     r = response()
-    r.start(200, [(b"content-type", b"text/plain")], PREFIX)
-    out = r.body(b"hello", False, first=True)
+    out = r.head_and_body(200, [(b"content-type", b"text/plain")], PREFIX, b"hello", False)
     assert out == (
         b"HTTP/1.1 200 OK\r\nserver: nea\r\ncontent-type: text/plain\r\n"
         b"content-length: 5\r\n\r\nhello"
@@ -28,60 +27,57 @@ def test_single_body_gets_content_length_in_one_write() -> None:
 
 def test_streamed_body_is_chunked() -> None:
     r = response()
-    r.start(200, [], PREFIX)
-    first = r.body(b"abc", True, first=True)
+    first = r.head_and_body(200, [], PREFIX, b"abc", True)
     assert b"transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n" in first
-    assert r.body(b"", True, first=False) == b""
-    assert r.body(b"de", False, first=False) == b"2\r\nde\r\n0\r\n\r\n"
+    assert r.frame(b"", True) == b""
+    assert r.frame(b"de", False) == b"2\r\nde\r\n0\r\n\r\n"
     assert r.keep_alive
 
 
 def test_streamed_body_over_http10_closes() -> None:
     r = response(http10=True, keep_alive=True)
-    r.start(200, [], PREFIX)
-    first = r.body(b"abc", True, first=True)
+    first = r.head_and_body(200, [], PREFIX, b"abc", True)
     assert b"connection: close\r\n" in first and b"chunked" not in first
     assert not r.keep_alive
 
 
 def test_http10_keep_alive_is_announced() -> None:
     r = response(http10=True, keep_alive=True)
-    r.start(200, [], PREFIX)
-    assert b"connection: keep-alive\r\n" in r.body(b"x", False, first=True)
+    assert b"connection: keep-alive\r\n" in r.head_and_body(200, [], PREFIX, b"x", False)
 
 
 def test_content_length_checked_both_ways() -> None:
-    longer = response()
-    longer.start(200, [(b"Content-Length", b"3")], PREFIX)
     with pytest.raises(ResponseError, match="longer than its content-length: declared 3"):
-        longer.body(b"abcd", False, first=True)
+        response().head_and_body(200, [(b"Content-Length", b"3")], PREFIX, b"abcd", False)
     shorter = response()
-    shorter.start(200, [(b"content-length", b"3")], PREFIX)
-    shorter.body(b"a", True, first=True)
+    shorter.head_and_body(200, [(b"content-length", b"3")], PREFIX, b"a", True)
     with pytest.raises(ResponseError, match="shorter than its content-length: declared 3"):
-        shorter.body(b"b", False, first=False)
+        shorter.frame(b"b", False)
+    exact = response()
+    assert exact.head_and_body(200, [(b"content-length", b"2")], PREFIX, b"ab", False).endswith(
+        b"content-length: 2\r\n\r\nab"
+    )
 
 
 @pytest.mark.parametrize("status", [204, 304])
 def test_bodyless_statuses_send_no_body(status: int) -> None:
-    r = response()
-    r.start(status, [], PREFIX)
-    out = r.body(b"", False, first=True)
+    out = response().head_and_body(status, [], PREFIX, b"", False)
     assert out.endswith(b"\r\n\r\n") and b"content-length" not in out
 
 
 def test_head_keeps_headers_and_drops_body() -> None:
-    r = response("HEAD")
-    r.start(200, [(b"content-length", b"5")], PREFIX)
-    assert r.body(b"hello", False, first=True).endswith(b"content-length: 5\r\n\r\n")
+    out = response("HEAD").head_and_body(200, [(b"content-length", b"5")], PREFIX, b"hello", False)
+    assert out.endswith(b"content-length: 5\r\n\r\n")
 
 
 def test_app_connection_close_and_header_injection() -> None:
     r = response()
-    r.start(200, [(b"connection", b"close")], PREFIX)
+    r.head_and_body(200, [(b"connection", b"close")], PREFIX, b"", False)
     assert not r.keep_alive
     with pytest.raises(ResponseError, match="line break"):
-        response().start(200, [(b"x", b"a\r\nb: c")], PREFIX)
+        response().head_and_body(200, [(b"x", b"a\r\nb: c")], PREFIX, b"", False)
+    with pytest.raises(ResponseError, match="must be \\(bytes, bytes\\) pairs"):
+        response().head_and_body(200, [("x", "str")], PREFIX, b"", False)  # type: ignore[list-item]
 
 
 def test_default_headers_and_date() -> None:

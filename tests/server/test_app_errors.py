@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from tests.conftest import run_server
 
 from nea._types import Receive, Scope, Send
-from tests.conftest import run_server
 
 pytestmark = pytest.mark.asyncio
 

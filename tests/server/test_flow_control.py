@@ -94,7 +94,7 @@ async def test_response_backpressure_waits_for_drain(backend: str) -> None:
         sent.set()
         await send({"type": "http.response.body", "body": b"b"})
 
-    protocol, transport = connect(app, backend)
+    protocol, _transport = connect(app, backend)
     protocol.pause_writing()
     protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     await sending.wait()

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import run_server
 
 from nea._types import Message, Receive, Scope, Send
-from tests.conftest import run_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -158,7 +158,8 @@ LINES_101 = b"".join(b"X-%d: v\r\n" % i for i in range(101))
         (b"GET / HTTP/1.1\r\nHost: x\r\n" + LINES_101 + b"\r\n", 431),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
             400,
         ),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
@@ -202,11 +203,13 @@ async def test_slow_headers_get_408(backend: str) -> None:
 
 
 async def test_idle_keep_alive_connection_is_closed(backend: str) -> None:
-    async with run_server(hello, http=backend, timeout_keep_alive=0.1) as srv:
-        async with srv.connect() as conn:
-            await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert (await conn.read_response()).status == 200
-            assert await conn.read_until_close() == b""
+    async with (
+        run_server(hello, http=backend, timeout_keep_alive=0.1) as srv,
+        srv.connect() as conn,
+    ):
+        await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await conn.read_response()).status == 200
+        assert await conn.read_until_close() == b""
 
 
 async def test_scope_matches_the_spec(backend: str) -> None:
@@ -266,11 +269,63 @@ async def test_upgrade_is_served_as_http_with_one_warning(
 
 async def test_access_log_line(backend: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="nea.access"):
-        async with run_server(hello, http=backend) as srv:
-            async with httpx.AsyncClient(base_url=srv.url) as client:
-                await client.get("/x?y=1")
+        async with (
+            run_server(hello, http=backend) as srv,
+            httpx.AsyncClient(base_url=srv.url) as client,
+        ):
+            await client.get("/x?y=1")
     records = [r for r in caplog.records if r.name == "nea.access"]
     assert len(records) == 1
     assert re.search(r' - "GET /x\?y=1 HTTP/1.1" 200 \d+\.\dms peak \d', records[0].getMessage())
     assert records[0].duration >= 0  # type: ignore[attr-defined]
     assert records[0].peak > 0  # type: ignore[attr-defined]
+
+
+async def test_unread_large_body_is_discarded_and_connection_reused(backend: str) -> None:
+    async with run_server(hello, http=backend) as srv, srv.connect() as conn:
+        big = b"x" * (1024 * 1024)
+        await conn.send(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big))
+        send_body = asyncio.create_task(conn.send(big))
+        assert (await conn.read_response()).body == b"/a"
+        await send_body
+        await conn.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await conn.read_response()).body == b"/b"
+
+
+async def test_unix_socket(backend: str, tmp_path: Any) -> None:
+    import nea
+
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)
+        await hello(scope, receive, send)
+
+    path = str(tmp_path / "nea.sock")
+    server = nea.Server(nea.Config(app=app, uds=path, http=backend, lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    await server.wait_started()
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://nea") as client:
+            assert (await client.get("/u")).text == "/u"
+    finally:
+        server.shutdown()
+        await serving
+    assert seen[0]["server"] == (path, None) and seen[0]["client"] is None
+
+
+async def test_bad_request_behind_a_good_one_is_answered_in_order(backend: str) -> None:
+    async with run_server(hello, http=backend) as srv, srv.connect() as conn:
+        await conn.send(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        first = await conn.read_response()
+        second = await conn.read_response()
+        assert (first.status, first.body) == (200, b"/ok")
+        assert second.status == 400 and second.header("connection") == "close"
+        assert await conn.read_until_close() == b""
+
+
+async def test_request_connection_close_is_honoured(backend: str) -> None:
+    async with run_server(hello, http=backend) as srv:
+        raw = await srv.exchange(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"connection: close\r\n" in raw and raw.endswith(b"/c")

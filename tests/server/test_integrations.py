@@ -13,9 +13,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
+from tests.conftest import run_server
 
 from nea._types import Receive, Scope, Send
-from tests.conftest import run_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,19 +53,23 @@ def read_item(item_id: int, q: str | None = None) -> dict[str, object]:
 
 
 async def test_starlette(backend: str) -> None:
-    async with run_server(starlette_app, http=backend, lifespan="on") as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            assert (await client.get("/plain")).text == "plain"
-            response = await client.post("/echo", content=b"x" * 100_000)
-            assert response.json() == {"size": 100_000, "path": "/echo"}
-            assert (await client.get("/stream")).text == "part0 part1 part2 "
-            assert (await client.get("/missing")).status_code == 404
+    async with (
+        run_server(starlette_app, http=backend, lifespan="on") as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        assert (await client.get("/plain")).text == "plain"
+        response = await client.post("/echo", content=b"x" * 100_000)
+        assert response.json() == {"size": 100_000, "path": "/echo"}
+        assert (await client.get("/stream")).text == "part0 part1 part2 "
+        assert (await client.get("/missing")).status_code == 404
 
 
 async def test_fastapi_sync_endpoint(backend: str) -> None:
-    async with run_server(fastapi_app, http=backend, lifespan="on") as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            response = await client.get("/items/5", params={"q": "x"})
+    async with (
+        run_server(fastapi_app, http=backend, lifespan="on") as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        response = await client.get("/items/5", params={"q": "x"})
     assert response.json() == {"item_id": 5, "q": "x"}
 
 
@@ -87,16 +91,20 @@ async def test_proxy_headers_from_trusted_peers_only(
     backend: str, allow: tuple[str, ...], expected: str
 ) -> None:
     headers = {"X-Forwarded-For": "9.9.9.9", "X-Forwarded-Proto": "https"}
-    async with run_server(report_client, http=backend, forwarded_allow_ips=allow) as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            assert (await client.get("/", headers=headers)).text == expected
+    async with (
+        run_server(report_client, http=backend, forwarded_allow_ips=allow) as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        assert (await client.get("/", headers=headers)).text == expected
 
 
 async def test_proxy_headers_off_ignores_them(backend: str) -> None:
     headers = {"X-Forwarded-For": "9.9.9.9", "X-Forwarded-Proto": "https"}
-    async with run_server(report_client, http=backend, proxy_headers=False) as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            assert (await client.get("/", headers=headers)).text == "http 127.0.0.1"
+    async with (
+        run_server(report_client, http=backend, proxy_headers=False) as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        assert (await client.get("/", headers=headers)).text == "http 127.0.0.1"
 
 
 async def test_tls(backend: str, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import IO_TIMEOUT_SECONDS, run_server
 
 import nea
 from nea._types import Receive, Scope, Send
-from tests.conftest import IO_TIMEOUT_SECONDS, run_server
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,9 +45,8 @@ def lifespan_app(fail: bool = False) -> Any:
 
 async def test_lifespan_state_reaches_requests_and_shutdown_runs() -> None:
     app = lifespan_app()
-    async with run_server(app, lifespan="on") as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            assert (await client.get("/")).text == "connected"
+    async with run_server(app, lifespan="on") as srv, httpx.AsyncClient(base_url=srv.url) as client:
+        assert (await client.get("/")).text == "connected"
     assert app.events == ["lifespan.startup", "lifespan.shutdown"]
 
 
@@ -67,9 +66,11 @@ async def test_lifespan_auto_tolerates_apps_without_lifespan() -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    async with run_server(app, lifespan="auto") as srv:
-        async with httpx.AsyncClient(base_url=srv.url) as client:
-            assert (await client.get("/")).status_code == 204
+    async with (
+        run_server(app, lifespan="auto") as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        assert (await client.get("/")).status_code == 204
     with pytest.raises(nea.LifespanStartupFailed):
         async with run_server(app, lifespan="on"):
             pass
@@ -180,9 +181,11 @@ async def test_app_import_from_string_with_app_dir_and_factory(tmp_path: Path) -
         "from tests.server.apps import hello\ndef create():\n    return hello\n"
     )
     try:
-        async with run_server("factoryapp:create", factory=True, app_dir=str(tmp_path)) as srv:
-            async with httpx.AsyncClient(base_url=srv.url) as client:
-                assert (await client.get("/")).text == "hello"
+        async with (
+            run_server("factoryapp:create", factory=True, app_dir=str(tmp_path)) as srv,
+            httpx.AsyncClient(base_url=srv.url) as client,
+        ):
+            assert (await client.get("/")).text == "hello"
     finally:
         sys.modules.pop("factoryapp", None)
         sys.path.remove(str(tmp_path))

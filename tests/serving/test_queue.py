@@ -182,3 +182,53 @@ async def test_queued_request_body_reaches_the_app_unchanged(backend: str) -> No
             response = await second.read_response()
     assert response.status == 200 and response.body == payload
     assert bodies == [payload]
+
+
+async def test_queued_expect_continue_client_that_leaves_is_dropped(backend: str) -> None:
+    """nea's server tells admission about the disconnect directly: the queued request's body
+    is never asked for (no ``100 Continue``), yet its leaving is noticed."""
+    gate = Gate()
+    async with run_server(gate, http=backend, slots=1) as srv:
+        stats = srv.server.statistics
+        async with srv.connect() as first:
+            await first.send(get("/a"))
+            await gate.wait_entered("/a")
+            async with srv.connect() as leaving:
+                await leaving.send(
+                    b"POST /gone HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: 5\r\n\r\n"
+                )
+                await until(lambda: stats().waiting == 1)
+            await until(lambda: stats().abandoned == 1)
+            gate.release("/a")
+            assert (await first.read_response()).status == 200
+    assert gate.entered == ["/a"]
+
+
+async def test_queued_expect_continue_request_gets_100_once_admitted(backend: str) -> None:
+    gate = Gate()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/a":
+            await gate(scope, receive, send)
+            return
+        message = await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": message["body"]})
+
+    async with run_server(app, http=backend, slots=1) as srv:
+        stats = srv.server.statistics
+        async with srv.connect() as first, srv.connect() as second:
+            await first.send(get("/a"))
+            await gate.wait_entered("/a")
+            await second.send(
+                b"POST /b HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+            )
+            await until(lambda: stats().waiting == 1)
+            gate.release("/a")
+            assert (await first.read_response()).status == 200
+            interim = await second.read_response()
+            assert interim.status == 100  # only now, when the app asks for the body
+            await second.send(b"hello")
+            response = await second.read_response()
+    assert response.status == 200 and response.body == b"hello"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import h11
 
 from nea._http.errors import ProtocolError
-from nea._http.parser import END_OF_MESSAGE, Event, ParserBase, ParserLimits, make_head
+from nea._http.parser import END_OF_MESSAGE, ParserBase, ParserLimits, make_head
 
 
 class H11Parser(ParserBase):
@@ -26,7 +26,7 @@ class H11Parser(ParserBase):
     def _new_connection(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
 
-    def feed(self, data: bytes) -> list[Event]:
+    def _feed(self, data: bytes) -> None:
         conn = self._conn
         conn.receive_data(data)
         try:
@@ -47,7 +47,6 @@ class H11Parser(ParserBase):
                     break
         except h11.RemoteProtocolError as exc:
             raise ProtocolError(exc.error_status_hint, str(exc)) from None
-        return self._take_events()
 
     @property
     def head_pending(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import httptools
 
 from nea._http.errors import ProtocolError
-from nea._http.parser import END_OF_MESSAGE, Event, ParserBase, ParserLimits, make_head
+from nea._http.parser import END_OF_MESSAGE, ParserBase, ParserLimits, make_head
 
 
 class HttptoolsParser(ParserBase):
@@ -31,7 +31,7 @@ class HttptoolsParser(ParserBase):
     def head_pending(self) -> bool:
         return self._began
 
-    def feed(self, data: bytes) -> list[Event]:
+    def _feed(self, data: bytes) -> None:
         if self._in_head:
             self._head_bytes += len(data)
         try:
@@ -45,17 +45,13 @@ class HttptoolsParser(ParserBase):
             self._began = False
             self._head_bytes = 0
             if offset < len(data):
-                # the recursive call returns every pending event, these included
-                self._events = self.feed(data[offset:])
+                self._feed(data[offset:])
         except httptools.HttpParserError as exc:
             raise _protocol_error(exc) from None
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             raise ProtocolError(
                 431, f"request head larger than the {self.limits.max_header_bytes}-byte limit"
             )
-        events = self._events
-        self._events = []
-        return events
 
     # httptools callbacks ------------------------------------------------------------------
 

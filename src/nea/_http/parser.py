@@ -18,7 +18,7 @@ from nea._http.errors import ProtocolError
 MAX_HEADER_LINES: Final = 100
 SUPPORTED_VERSIONS: Final = ("1.1", "1.0")
 
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = range(6)
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE, _FORWARDED = range(7)
 # Headers make_head acts on; every other header is passed through untouched.
 _SPECIAL_HEADERS: Final = {
     b"host": _HOST,
@@ -27,6 +27,8 @@ _SPECIAL_HEADERS: Final = {
     b"connection": _CONNECTION,
     b"expect": _EXPECT,
     b"upgrade": _UPGRADE,
+    b"x-forwarded-for": _FORWARDED,
+    b"x-forwarded-proto": _FORWARDED,
 }
 
 
@@ -67,10 +69,12 @@ class RequestHead:
     upgrade: bool
     content_length: int | None
     chunked: bool
+    forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
 
 
-# The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat.
-Event = RequestHead | bytes | EndOfMessage
+# The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat;
+# a ProtocolError ends the stream (events before it are still delivered, in order).
+Event = RequestHead | bytes | EndOfMessage | ProtocolError
 
 
 class ParserBase:
@@ -83,19 +87,27 @@ class ParserBase:
         self._events: list[Event] = []
         self._body_bytes = 0
 
-    def feed(self, data: bytes) -> list[Event]:  # pragma: no cover - overridden
-        """Parse ``data``; return the events it completes. Raises ``ProtocolError``."""
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes.
+
+        Bad input ends the list with a ``ProtocolError`` (after the events of the requests
+        that preceded it); the connection must not be fed again after that.
+        """
+        try:
+            self._feed(data)
+        except ProtocolError as exc:
+            self._events.append(exc)
+        events = self._events
+        self._events = []
+        return events
+
+    def _feed(self, data: bytes) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     @property
     def head_pending(self) -> bool:  # pragma: no cover - overridden
         """True when part of a request head has arrived but not all of it."""
         raise NotImplementedError
-
-    def _take_events(self) -> list[Event]:
-        events = self._events
-        self._events = []
-        return events
 
     def _emit_head(self, head: RequestHead) -> None:
         self._body_bytes = 0
@@ -126,17 +138,34 @@ def make_head(
         raise ProtocolError(505, f"expected HTTP/1.1 or HTTP/1.0, got HTTP/{http_version}")
     if len(headers) > MAX_HEADER_LINES:
         raise ProtocolError(431, f"more than {MAX_HEADER_LINES} header lines")
-    http11 = http_version == "1.1"
-    content_length: int | None = None
-    chunked = upgrade = expect_continue = has_host = False
-    connection_tokens: list[bytes] = []
     # Request line plus "name: value\r\n" per header: what the client actually sent.
-    head_bytes = len(method) + len(target) + 12
+    head_bytes = len(method) + len(target) + 12 + 4 * len(headers)
+    special: list[tuple[int, bytes]] = []
     for name, value in headers:
         head_bytes += len(name) + len(value)
         kind = _SPECIAL_HEADERS.get(name)
-        if kind is None:
-            continue
+        if kind is not None:
+            special.append((kind, value))
+    if head_bytes > limits.max_header_bytes:
+        raise ProtocolError(
+            431, f"request head larger than the {limits.max_header_bytes}-byte limit"
+        )
+    return _derive_head(method, target, http_version, headers, special, limits)
+
+
+def _derive_head(
+    method: str,
+    target: bytes,
+    http_version: str,
+    headers: list[tuple[bytes, bytes]],
+    special: list[tuple[int, bytes]],
+    limits: ParserLimits,
+) -> RequestHead:
+    http11 = http_version == "1.1"
+    content_length: int | None = None
+    chunked = upgrade = expect_continue = has_host = forwarded = False
+    connection_tokens: list[bytes] = []
+    for kind, value in special:
         if kind == _HOST:
             has_host = True
         elif kind == _CONTENT_LENGTH:
@@ -153,12 +182,10 @@ def make_head(
             connection_tokens.extend(t.strip().lower() for t in value.split(b","))
         elif kind == _EXPECT:
             expect_continue = http11 and value.strip().lower() == b"100-continue"
-        else:
+        elif kind == _UPGRADE:
             upgrade = True
-    if head_bytes + 4 * len(headers) > limits.max_header_bytes:
-        raise ProtocolError(
-            431, f"request head larger than the {limits.max_header_bytes}-byte limit"
-        )
+        else:
+            forwarded = True
     if chunked and content_length is not None:
         raise ProtocolError(400, "both content-length and transfer-encoding given")
     if http11 and not has_host:
@@ -179,6 +206,7 @@ def make_head(
         upgrade and b"upgrade" in connection_tokens,
         content_length,
         chunked,
+        forwarded,
     )
 
 

@@ -78,7 +78,6 @@ class Response:
         "_app_said_close",
         "_chunked",
         "_expected_length",
-        "_head",
         "_no_body",
         "_sent_length",
         "http10",
@@ -92,46 +91,72 @@ class Response:
         self.http10 = http10
         self.keep_alive = keep_alive
         self.status = 0
-        self._head: list[bytes] = []
         self._expected_length: int | None = None
         self._sent_length = 0
         self._chunked = False
         self._no_body = False
         self._app_said_close = False
 
-    def start(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]], default_headers: bytes
-    ) -> None:
-        """Record the status and headers; the head is written with the first body chunk.
+    def head_and_body(
+        self,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        default_headers: bytes,
+        data: bytes,
+        more_body: bool,
+    ) -> bytes:
+        """Bytes for the first ``http.response.body`` message: the whole head, then the body.
 
+        The head waits for the first body message so that both leave in one write.
         ``default_headers`` are the lines every response carries (``server``, ``date``,
-        ``--header``), already terminated by CRLF.
+        ``--header``), each terminated by CRLF.
         """
         self.status = status
-        if type(headers) is not list:
-            headers = list(headers)
-        for name, value in headers:
-            kind = _FRAMING_HEADERS.get(name.lower())
-            if kind is not None:
-                self._framing_header(kind, value)
-        head = [status_line(status), default_headers]
-        count = len(headers)
-        if count:
-            try:
-                block = b"\r\n".join([b": ".join(pair) for pair in headers])
-            except TypeError:
-                raise ResponseError(
-                    f"response headers must be (bytes, bytes) pairs, got {headers!r}"
-                ) from None
-            # count - 1 separators; any other line break would inject headers.
-            if block.count(b"\n") >= count or block.count(b"\r") >= count:
-                raise ResponseError("a response header contains a line break")
-            head.append(block)
-            head.append(b"\r\n")
-        self._no_body = self.is_head_request or status in _BODYLESS_STATUSES or status < 200
-        if self._chunked and self._expected_length is not None:
-            raise ResponseError("response has both content-length and transfer-encoding")
-        self._head = head
+        parts = [_STATUS_LINES.get(status) or status_line(status), default_headers]
+        try:
+            for name, value in headers:
+                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                    raise ResponseError(f"response header {name!r} contains a line break")
+                kind = _FRAMING_HEADERS.get(name.lower())
+                if kind is not None:
+                    self._framing_header(kind, value)
+                parts += (name, b": ", value, b"\r\n")
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ResponseError(
+                f"response headers must be (bytes, bytes) pairs, got {headers!r}: {exc}"
+            ) from None
+        no_body = self._no_body = (
+            self.is_head_request or status in _BODYLESS_STATUSES or status < 200
+        )
+        self._add_framing(parts, no_body, len(data), more_body)
+        if not (no_body or self._chunked) and not more_body and self._expected_length == len(data):
+            self._sent_length = len(data)
+            parts.append(data)  # the common case: the whole body, exactly as declared
+        else:
+            parts.append(self.frame(data, more_body))
+        return b"".join(parts)
+
+    def _add_framing(self, parts: list[bytes], no_body: bool, size: int, more_body: bool) -> None:
+        """Append the framing and connection headers and the blank line that ends the head."""
+        if self._chunked:
+            if self._expected_length is not None:
+                raise ResponseError("response has both content-length and transfer-encoding")
+        elif self._expected_length is None and not no_body:
+            if not more_body:
+                # The whole body in one message and no length from the app: declare it, which
+                # also keeps HTTP/1.0 keep-alive connections usable.
+                self._expected_length = size
+                parts.append(b"content-length: %d\r\n" % size)
+            elif self.http10:
+                self.keep_alive = False  # a close-delimited body
+            else:
+                self._chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive and not self._app_said_close:
+            parts.append(b"connection: close\r\n")
+        elif self.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
 
     def _framing_header(self, kind: int, value: bytes) -> None:
         if kind == _CONTENT_LENGTH:
@@ -142,46 +167,8 @@ class Response:
             self.keep_alive = False
             self._app_said_close = True  # the app's own header line says it: no second one
 
-    def body(self, data: bytes, more_body: bool, *, first: bool) -> bytes:
-        """Bytes to write for one ``http.response.body`` message (head included if ``first``)."""
-        if first:
-            return self._first_body(data, more_body)
-        return self._frame(data, more_body)
-
-    def _first_body(self, data: bytes, more_body: bool) -> bytes:
-        head = self._head
-        if not more_body and self._expected_length is None and not self._no_body:
-            if not self._chunked:
-                # Fast path: the whole body in one message, no framing header from the app.
-                self._expected_length = len(data)
-                head.append(b"content-length: %d\r\n" % len(data))
-                if not self.keep_alive and not self._app_said_close:
-                    head.append(b"connection: close\r\n")
-                elif self.http10:
-                    head.append(b"connection: keep-alive\r\n")
-                head.append(b"\r\n")
-                head.append(data)
-                self._sent_length = len(data)
-                return b"".join(head)
-        if not self._no_body and self._expected_length is None and not self._chunked:
-            if not more_body:
-                # The whole body is known: a content-length keeps HTTP/1.0 connections alive.
-                self._expected_length = len(data)
-                head.append(b"content-length: %d\r\n" % len(data))
-            elif self.http10:
-                self.keep_alive = False  # close-delimited body
-            else:
-                self._chunked = True
-                head.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive and not self._app_said_close:
-            head.append(b"connection: close\r\n")
-        elif self.http10:
-            head.append(b"connection: keep-alive\r\n")
-        head.append(b"\r\n")
-        head.append(self._frame(data, more_body))
-        return b"".join(head)
-
-    def _frame(self, data: bytes, more_body: bool) -> bytes:
+    def frame(self, data: bytes, more_body: bool) -> bytes:
+        """Bytes for a later ``http.response.body`` message."""
         if self._no_body:
             return b""
         if self._chunked:

@@ -90,7 +90,7 @@ def build_scope(
     head: RequestHead,
     scheme: str,
     client: Address | None,
-    server: Address | None,
+    server: tuple[str, int | None] | None,
     root_path: str,
     state: dict[str, Any] | None,
 ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nea._http.errors import ResponseError
@@ -31,7 +32,9 @@ class RequestCycle:
         "_body",
         "_body_size",
         "_head_written",
+        "_headers",
         "_last_body_sent",
+        "_status",
         "_waiter",
         "body_complete",
         "budget",
@@ -59,6 +62,8 @@ class RequestCycle:
         self.response_started = False
         self.response_complete = False
         self._head_written = False
+        self._status = 0
+        self._headers: Iterable[tuple[bytes, bytes]] = ()
         self._last_body_sent = False
         self.continue_sent = False
         self._waiter: asyncio.Future[None] | None = None
@@ -76,6 +81,11 @@ class RequestCycle:
         self._body.append(data)
         self._body_size += len(data)
         self._wake()
+
+    def discard_body(self) -> None:
+        """Drop buffered body bytes the app will never read (its response is complete)."""
+        self._body = []
+        self._body_size = 0
 
     def end_body(self) -> None:
         self.body_complete = True
@@ -113,7 +123,12 @@ class RequestCycle:
         state = self.conn.state
         try:
             await state.admission.admit(
-                state.app, self.scope, self.receive, self.send, on_budget=self._set_budget
+                state.app,
+                self.scope,
+                self.receive,
+                self.send,
+                on_budget=self._set_budget,
+                wait_disconnect=self.wait_disconnect,
             )
         except asyncio.CancelledError:
             self.conn.abort()
@@ -142,6 +157,12 @@ class RequestCycle:
                 if not self.disconnected:
                     logger.error("ASGI callable returned without completing the response")
                 self.conn.abort()
+
+    async def wait_disconnect(self) -> None:
+        """Return once the client is gone, without reading the body (admission uses it to
+        drop a queued request whose client left, and to send no ``100 Continue`` then)."""
+        while not self.disconnected:
+            await self._wait()
 
     async def receive(self) -> Message:
         if self._last_body_sent:
@@ -183,16 +204,18 @@ class RequestCycle:
         if message_type != "http.response.body":
             self._fail(f"expected 'http.response.body', got {message_type!r}")
         more_body = message.get("more_body", False)
+        body = message.get("body", b"")
         try:
-            data = self.response.body(
-                message.get("body", b""), more_body, first=not self._head_written
-            )
+            if self._head_written:
+                data = self.response.frame(body, more_body)
+            else:
+                self._head_written = True
+                data = self._first_body(body, more_body)
         except ResponseError as exc:
             self._fail(str(exc))
-        self._head_written = True
         conn = self.conn
-        if data:
-            conn.write(data)
+        if data and not conn.closed:
+            conn.transport.write(data)
         if not more_body:
             self.response_complete = True
             if self._waiter is not None:
@@ -202,21 +225,21 @@ class RequestCycle:
             await conn.drain()
 
     def _start(self, message: Message) -> None:
-        conn = self.conn
-        response = self.response
-        if conn.state.shutting_down:
-            response.keep_alive = False
         try:
-            response.start(
-                message["status"],
-                message.get("headers", ()),
-                conn.state.default_headers,
-            )
-        except ResponseError as exc:
-            self._fail(str(exc))
-        except (KeyError, TypeError, ValueError) as exc:
+            self._status = message["status"]
+        except (KeyError, TypeError) as exc:
             self._fail(f"malformed 'http.response.start' message {message!r}: {exc}")
+        self._headers = message.get("headers", ())
         self.response_started = True
+
+    def _first_body(self, body: bytes, more_body: bool) -> bytes:
+        state = self.conn.state
+        response = self.response
+        if state.shutting_down:
+            response.keep_alive = False
+        return response.head_and_body(
+            self._status, self._headers, state.default_headers, body, more_body
+        )
 
     def _fail(self, problem: str) -> NoReturn:
         """Log an app protocol violation, close the connection and raise into the app."""

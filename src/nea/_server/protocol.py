@@ -49,14 +49,14 @@ class HTTPProtocol(asyncio.Protocol):
         self.parser = state.make_parser(state.limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
         self.cycle: RequestCycle | None = None  # the cycle whose response is being written
         self.receiving: RequestCycle | None = None  # the cycle the parser feeds body to
         self.pipeline: collections.deque[RequestCycle] = collections.deque()
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
-        self._closed = False
+        self.closed = False
         self._failed = False  # a ProtocolError was answered or is queued behind the pipeline
         self._pending_error: ProtocolError | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -66,7 +66,9 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        sockname = transport.get_extra_info("sockname")
+        # ASGI: a Unix socket server is [path, None]
+        self.server = (sockname, None) if isinstance(sockname, str) else _address(sockname)
         self.state.connections.add(self)
         if self.state.shutting_down:
             self.close()
@@ -74,7 +76,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._arm_timer(self.state.timeout_request_headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self.closed = True
         self._cancel_timer()
         for cycle in (self.cycle, self.receiving, *self.pipeline):
             if cycle is not None:
@@ -101,12 +103,7 @@ class HTTPProtocol(asyncio.Protocol):
         if timer is not None and self.cycle is None:
             timer.cancel()
             self._timer = None
-        try:
-            events = self.parser.feed(data)
-        except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
-        for event in events:
+        for event in self.parser.feed(data):
             if type(event) is bytes:
                 if self.receiving is not None:
                     self.receiving.feed_body(event)
@@ -114,8 +111,11 @@ class HTTPProtocol(asyncio.Protocol):
                 if self.receiving is not None:
                     self.receiving.end_body()
                     self.receiving = None
+            elif type(event) is RequestHead:
+                self._on_head(event)
             else:
-                self._on_head(event)  # type: ignore[arg-type]
+                self._protocol_error(event)  # type: ignore[arg-type]
+                return
         if self.cycle is None and self._timer is None and self.parser.head_pending:
             self._arm_timer(self.state.timeout_request_headers)
         receiving = self.receiving
@@ -135,7 +135,7 @@ class HTTPProtocol(asyncio.Protocol):
         if head.upgrade:
             _warn_upgrade_once()
         client, scheme = self.client, state.scheme
-        if state.proxies is not None:
+        if head.forwarded and state.proxies is not None:
             client, scheme = apply_proxy_headers(head, client, scheme, state.proxies)
         scope = build_scope(
             head, scheme, client, self.server, state.root_path, state.lifespan_state
@@ -152,7 +152,9 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.state
         if state.on_request is not None:
             state.on_request()
-        state.add_task(self.loop.create_task(cycle.run()))
+        task = self.loop.create_task(cycle.run())
+        state.tasks.add(task)
+        task.add_done_callback(state.task_done)
 
     def body_consumed(self, cycle: RequestCycle) -> None:
         if self._read_paused:
@@ -163,7 +165,7 @@ class HTTPProtocol(asyncio.Protocol):
         want_pause = bool(self.pipeline) or (
             receiving is not None and receiving.buffered_body_bytes > BODY_HIGH_WATER_BYTES
         )
-        if want_pause != self._read_paused and not self._closed:
+        if want_pause != self._read_paused and not self.closed:
             self._read_paused = want_pause
             if want_pause:
                 self.transport.pause_reading()
@@ -173,11 +175,11 @@ class HTTPProtocol(asyncio.Protocol):
     # response side ------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self._closed:
+        if not self.closed:
             self.transport.write(data)
 
     async def drain(self) -> None:
-        if self._closed or not self.write_paused:
+        if self.closed or not self.write_paused:
             return
         waiter = self._drain_waiter
         if waiter is None or waiter.done():
@@ -211,6 +213,10 @@ class HTTPProtocol(asyncio.Protocol):
             self.close()
             return
         self.cycle = None
+        if self.receiving is cycle:
+            cycle.discard_body()  # unread body: the rest is discarded as it arrives
+            if self._read_paused:
+                self._update_reading()
         if self.pipeline:
             self._start(self.pipeline.popleft())
             self._update_reading()
@@ -238,7 +244,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.close()
         else:
             self._pending_error = exc
-            if not self._read_paused and not self._closed:
+            if not self._read_paused and not self.closed:
                 self._read_paused = True
                 self.transport.pause_reading()
 
@@ -247,7 +253,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def send_error(self, status: int, reason: str) -> None:
         """Write a complete error response and close the connection."""
-        if self._closed:
+        if self.closed:
             return
         state = self.state
         self.write(error_response(status, reason, state.default_headers))
@@ -267,15 +273,15 @@ class HTTPProtocol(asyncio.Protocol):
     def close(self) -> None:
         """Close after the buffered writes are flushed."""
         self._cancel_timer()
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         """Close now, dropping unsent data (app failure mid-response, forced shutdown)."""
         self._cancel_timer()
-        if not self._closed:
-            self._closed = True
+        if not self.closed:
+            self.closed = True
             self.transport.abort()
 
     def shutdown(self) -> None:

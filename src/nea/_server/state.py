@@ -91,11 +91,7 @@ class ServerState:
         if self.shutting_down:
             self.check_idle()
 
-    def add_task(self, task: asyncio.Task[None]) -> None:
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         if self.shutting_down:
             self.check_idle()

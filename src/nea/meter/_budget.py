@@ -95,11 +95,10 @@ class Budget:
                 "this budget was already entered; a budget covers one block, "
                 "create a new one with nea.budget() for each block"
             )
-        var = self._meter.var
-        previous = var.get()
+        previous = self._meter.var.get()
         handle = self._meter.open(self._limit, self)
-        # Always set(), never reset(): see _exit.
-        var.set(handle)
+        # Always set(), never reset(): see __exit__.
+        self._meter.set_current(handle)
         self._previous = previous
         self._handle = handle
         return self
@@ -116,7 +115,7 @@ class Budget:
         self._final = final
         # set(previous) rather than reset(token): resetting to "no value" can leave
         # CPython's contextvar cache stale when the allocator hook reads the var.
-        self._meter.var.set(self._previous)
+        self._meter.set_current(self._previous)
         self._previous = None
         if not final.tripped or isinstance(exc, BudgetExceeded):
             return

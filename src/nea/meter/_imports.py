@@ -21,8 +21,9 @@ from typing import Any
 _WRAPPED_MARK = "__nea_exempt__"
 
 
-def exempt_imports(var: ContextVar[Any]) -> None:
-    """Make ``_find_and_load`` run with ``var`` set to ``None`` (idempotent)."""
+def exempt_imports(var: ContextVar[Any], set_current: Callable[[Any], None]) -> None:
+    """Make ``_find_and_load`` run with ``var`` set to ``None`` through ``set_current``
+    (idempotent)."""
     original: Callable[..., Any] = _bootstrap._find_and_load  # type: ignore[attr-defined]
     if getattr(original, _WRAPPED_MARK, False):
         return
@@ -33,11 +34,11 @@ def exempt_imports(var: ContextVar[Any]) -> None:
             return original(name, import_)
         # set(), never reset(): resetting to "no value" can leave CPython's contextvar
         # cache stale inside the allocator hook (docs/budgets.md, DESIGN.md §2).
-        var.set(None)
+        set_current(None)
         try:
             return original(name, import_)
         finally:
-            var.set(previous)
+            set_current(previous)
 
     setattr(_find_and_load, _WRAPPED_MARK, True)
     _bootstrap._find_and_load = _find_and_load  # type: ignore[attr-defined]

@@ -29,6 +29,9 @@ class Meter(Protocol):
     name: str
     var: ContextVar[Any]
 
+    def set_current(self, handle: Any) -> None:
+        """Make ``handle`` (or ``None``) current in this context."""
+
     def open(self, limit: int, owner: Budget) -> Any: ...
 
     def close(self, handle: Any) -> Snapshot: ...
@@ -47,6 +50,8 @@ class NativeMeter:
         self._ext = _meter
         self.var: ContextVar[Any] = _meter.current
         self._installed_once = False
+        # The C hook caches the current budget; only this setter keeps that cache right.
+        self.set_current = _meter.set_current
 
     def open(self, limit: int, owner: Budget) -> Any:
         if not self._ext.installed():
@@ -59,7 +64,7 @@ class NativeMeter:
 
         first = not self._installed_once
         self._ext.install()
-        exempt_imports(self.var)
+        exempt_imports(self.var, self._ext.set_current)
         if first:
             self._installed_once = True
             # Stop charging before the interpreter tears contexts down.

@@ -66,6 +66,9 @@ class TracemallocMeter:
         self._open: list[TracemallocHandle] = []
         self._started_tracing = False
 
+    def set_current(self, handle: TracemallocHandle | None) -> None:
+        self.var.set(handle)
+
     def open(self, limit: int, owner: Budget) -> TracemallocHandle:
         if not tracemalloc.is_tracing():
             tracemalloc.start(1)
