@@ -16,6 +16,9 @@
  */
 #include "meter.h"
 
+#if PY_VERSION_HEX < 0x030B0000
+#include <frameobject.h> /* PyFrame_GetBack on 3.10 */
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,9 +144,11 @@ static NEA_INLINE int block_reserve(void)
     return block_grow();
 }
 
-static NEA_COLD int block_grow(void)
+#define NEA_MIN_TABLE_BITS 12
+
+/* Rehash into a table of 2^bits entries (libc memory, never the hooked domains). */
+static NEA_COLD int block_resize(unsigned bits)
 {
-    unsigned bits = M.block_cap ? M.block_bits + 1 : 12;
     size_t cap = (size_t)1 << bits;
     block_entry *table = calloc(cap, sizeof(block_entry));
     if (table == NULL)
@@ -156,6 +161,23 @@ static NEA_COLD int block_grow(void)
     M.block_cap = cap;
     M.block_bits = bits;
     return 0;
+}
+
+static NEA_COLD int block_grow(void)
+{
+    return block_resize(M.block_cap ? M.block_bits + 1 : NEA_MIN_TABLE_BITS);
+}
+
+/* After a spike (a request that held many blocks), give the memory back: shrink while the
+ * table is at most 1/8 full, to 1/4 full. Called when a budget closes. */
+static void block_maybe_shrink(void)
+{
+    if (M.block_bits <= NEA_MIN_TABLE_BITS || M.block_count * 8 > M.block_cap)
+        return;
+    unsigned bits = M.block_bits;
+    while (bits > NEA_MIN_TABLE_BITS && M.block_count * 4 <= ((size_t)1 << (bits - 1)))
+        bits--;
+    (void)block_resize(bits); /* on failure the big table simply stays */
 }
 
 /* Remove the entry at `e` with backward-shift deletion (no tombstones). */
@@ -190,31 +212,88 @@ static NEA_INLINE nea_slot *slot_parent(const nea_slot *s)
     return s->parent == NEA_NO_SLOT ? NULL : slot_at(s->parent, s->parent_gen);
 }
 
-static void capture_site(nea_slot *s)
+/* Code objects of the event loop's dispatch frames (asyncio's Handle._run, run_forever,
+ * the runners, ...), set from Python at install (nea/meter/_loop.py). */
+static PyObject *loop_frames; /* tuple or NULL; strong ref */
+
+int nea_meter_set_loop_frames(PyObject *codes)
 {
-    PyThreadState *ts = NEA_TSTATE();
-    if (ts == NULL)
-        return;
-    PyFrameObject *frame = PyThreadState_GetFrame(ts); /* may allocate (guarded) */
-    if (frame == NULL)
-        return;
-    s->refused_code = (PyObject *)PyFrame_GetCode(frame);
-    s->refused_line = PyFrame_GetLineNumber(frame);
-    Py_DECREF(frame);
+    Py_XINCREF(codes);
+    Py_XSETREF(loop_frames, codes);
+    return 0;
 }
 
-/* Count a refusal; the first one trips the budget and records where it happened. */
-static NEA_COLD void refuse(nea_slot *t, size_t size)
+static int is_loop_frame(PyObject *code)
 {
+    if (loop_frames == NULL)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(loop_frames); i++)
+        if (PyTuple_GET_ITEM(loop_frames, i) == code)
+            return 1;
+    return 0;
+}
+
+#define NEA_TASK_CODE (CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR)
+#define NEA_MAX_WALK 256
+
+/* Who is allocating? Walks the Python stack outwards: a coroutine frame first means the
+ * task's own code (refusable); one of the loop's dispatch frames first means the loop's
+ * machinery working for the task (scheduling its next step, waking or completing it):
+ * refusing there raises inside the loop, and the task is never resumed (it hangs), so
+ * those allocations are charged but not refused. Plain code (sync blocks, threads) is
+ * refusable. Returns 1 for loop machinery. Sets *code (new ref) and *line to the
+ * innermost frame, the refused site. Called with the in_hook guard (frames may be
+ * materialised). */
+static int made_by_loop(PyObject **code, int *line)
+{
+    *code = NULL;
+    PyThreadState *ts = NEA_TSTATE();
+    PyFrameObject *frame = ts ? PyThreadState_GetFrame(ts) : NULL;
+    if (frame == NULL)
+        return 0;
+    *code = (PyObject *)PyFrame_GetCode(frame);
+    *line = PyFrame_GetLineNumber(frame);
+    int loop = 0;
+    for (int depth = 0; frame != NULL && depth < NEA_MAX_WALK; depth++) {
+        PyCodeObject *c = PyFrame_GetCode(frame);
+        int task_code = (c->co_flags & NEA_TASK_CODE) != 0;
+        loop = !task_code && is_loop_frame((PyObject *)c);
+        Py_DECREF(c);
+        if (task_code || loop)
+            break;
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    return loop;
+}
+
+/* An allocation would exceed `t`'s limit: refuse it (1) and trip the budget, recording
+ * the first refused site; or, when the loop's machinery makes it, let it through (0). */
+static NEA_COLD int refuse(nea_slot *t, size_t size)
+{
+    int saved = in_hook;
+    in_hook = 1; /* the frame walk may allocate: forward those uncharged */
+    int line = 0;
+    PyObject *code = NULL;
+    int loop = made_by_loop(&code, &line);
+    in_hook = saved;
+    if (loop) {
+        Py_XDECREF(code);
+        return 0;
+    }
     t->refused++;
     if (!t->tripped) {
         t->tripped = 1;
         t->refused_size = size;
-        int saved = in_hook;
-        in_hook = 1; /* the frame lookup may allocate: forward those uncharged */
-        capture_site(t);
-        in_hook = saved;
+        t->refused_code = code; /* keeps the reference */
+        t->refused_line = line;
     }
+    else {
+        Py_XDECREF(code);
+    }
+    return 1;
 }
 
 /* Would charging `size` to `s` and its open ancestors exceed a limit? Trips the first
@@ -232,8 +311,7 @@ static NEA_INLINE int over_limit(nea_slot *s, size_t size)
         }
         if (NEA_LIKELY(t->live <= allowed && size <= allowed - t->live))
             continue;
-        refuse(t, size);
-        return 1;
+        return refuse(t, size);
     }
     return 0;
 }
@@ -665,6 +743,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
         slot_release(idx);
     }
     release_dead_forwarders();
+    block_maybe_shrink();
     return 0;
 }
 

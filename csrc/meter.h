@@ -78,6 +78,8 @@ void nea_meter_disable(void);               /* at exit: stop charging */
 /* Set the `current` contextvar; the only way nea changes it (keeps the hook's cache
  * right). -1 with an exception. */
 int nea_meter_set_current(PyObject *value);
+/* Code objects whose frames are the event loop's dispatch (tuple); see meter.c. */
+int nea_meter_set_loop_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
 int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */

@@ -93,6 +93,23 @@ static PyObject *meter_set_current(PyObject *Py_UNUSED(m), PyObject *value)
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_set_loop_frames(PyObject *Py_UNUSED(m), PyObject *codes)
+{
+    if (!PyTuple_Check(codes)) {
+        PyErr_Format(PyExc_TypeError, "expected a tuple of code objects, got %s",
+                     Py_TYPE(codes)->tp_name);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(codes); i++) {
+        if (!PyCode_Check(PyTuple_GET_ITEM(codes, i))) {
+            PyErr_SetString(PyExc_TypeError, "expected a tuple of code objects");
+            return NULL;
+        }
+    }
+    nea_meter_set_loop_frames(codes);
+    Py_RETURN_NONE;
+}
+
 static PyObject *meter_installed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(nea_meter_installed());
@@ -241,6 +258,8 @@ static PyMethodDef meter_methods[] = {
     {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
     {"set_current", meter_set_current, METH_O,
      "set_current(handle_or_None): set the `current` contextvar (never set it directly)."},
+    {"set_loop_frames", meter_set_loop_frames, METH_O,
+     "set_loop_frames(codes): frames of the event loop's dispatch; never refused there."},
     {"disable", meter_disable, METH_NOARGS, "Stop charging (interpreter exit)."},
     {"open", (PyCFunction)(void (*)(void))meter_open, METH_FASTCALL,
      "open(limit, owner): open a budget nested in the current one; returns a Handle."},

@@ -190,3 +190,18 @@ def test_public_names_are_exported() -> None:
         assert name in nea.__all__
     assert nea.meter.backend() in ("native", "tracemalloc")
     assert "nea.meter" in sys.modules
+
+
+def test_without_the_extension_the_fallback_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nea as package
+
+    monkeypatch.setitem(sys.modules, "nea._meter", None)  # type: ignore[arg-type]
+    if hasattr(package, "_meter"):
+        monkeypatch.delattr(package, "_meter")
+    monkeypatch.delenv("NEA_METER", raising=False)
+    assert not _select.native_available()
+    assert _select._choose().name == "tracemalloc"
+    monkeypatch.setenv("NEA_METER", "native")
+    monkeypatch.setattr(_select, "_meters", {})
+    with pytest.raises(nea.ConfigError, match="not built"):
+        _select._choose()

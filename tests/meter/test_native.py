@@ -318,3 +318,55 @@ def test_hooks_come_back_after_tracemalloc_restores_older_ones(native: str) -> N
     assert ext.installed()
     meter = _select.get_meter("native")
     assert meter.name == "native"
+
+
+@pytest.mark.asyncio
+async def test_a_task_past_its_grace_allowance_still_finishes(native: str) -> None:
+    # The loop's own allocations for the task (scheduling its next step) are charged but
+    # never refused: refusing them would raise inside the loop and leave the task pending.
+    async def victim() -> None:
+        async with budget("1MiB"):
+            keep: list[bytearray] = []
+            for _ in range(2):  # exhaust the limit, then the grace allowance
+                with contextlib.suppress(MemoryError):
+                    while True:
+                        keep.append(bytearray(1000))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            keep.clear()
+
+    task = asyncio.create_task(victim())
+    done, _ = await asyncio.wait([task], timeout=10)  # a hang is the failure detected here
+    assert task in done
+    with pytest.raises(BudgetExceeded):
+        task.result()
+
+
+def test_register_loop_frame_rejects_non_functions(native: str) -> None:
+    from nea.meter._loop import dispatch_codes, register_loop_frame
+
+    with pytest.raises(TypeError, match="Python function"):
+        register_loop_frame(len)
+    assert asyncio.events.Handle._run.__code__ in dispatch_codes()
+
+
+def test_the_block_table_shrinks_after_a_spike(native: str) -> None:
+    ext = _meter_ext()
+    with budget("256MiB"):
+        spike = [object() for _ in range(200_000)]
+        assert ext.table_info()["capacity"] >= 400_000
+        del spike
+    assert ext.table_info()["capacity"] <= 65536
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_in_a_worker_thread_trips_the_budget(native: str) -> None:
+    def hog() -> bytearray:
+        return bytearray(64 * MiB)
+
+    with pytest.raises(BudgetExceeded) as info:
+        async with budget("8MiB") as b:
+            await anyio.to_thread.run_sync(hog)
+    assert b.tripped
+    assert str(b.statistics().refused_at).endswith("in hog")
+    assert isinstance(info.value.__cause__, MemoryError)

@@ -60,15 +60,23 @@ class NativeMeter:
 
     def _install(self) -> None:
         # Installed again if someone (tracemalloc.stop()) restored older allocators.
+        from nea.meter import _loop
         from nea.meter._imports import exempt_imports
 
         first = not self._installed_once
         self._ext.install()
         exempt_imports(self.var, self._ext.set_current)
+        self._push_loop_frames()
         if first:
             self._installed_once = True
+            _loop._on_change.append(self._push_loop_frames)
             # Stop charging before the interpreter tears contexts down.
             atexit.register(self._ext.disable)
+
+    def _push_loop_frames(self) -> None:
+        from nea.meter._loop import dispatch_codes
+
+        self._ext.set_loop_frames(dispatch_codes())
 
     def close(self, handle: Any) -> Snapshot:
         return Snapshot(*self._ext.close(handle))
