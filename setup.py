@@ -11,7 +11,7 @@ setup(
     ext_modules=[
         Extension(
             "nea._meter",
-            sources=["csrc/meter.c", "csrc/module.c"],
+            sources=["csrc/meter.c", "csrc/blocks.c", "csrc/module.c"],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
             optional=True,
         )

@@ -65,6 +65,8 @@ class _Worker:
         self.report = report
         self.grace = grace
         self.stragglers: list[asyncio.Task[None]] = []
+        # blocks made outside any budget, resized inside budgets
+        self.outside = [bytearray(self.rng.randrange(1, 2 * KiB)) for _ in range(8)]
 
     def _alloc_size(self) -> int:
         return self.rng.choice((0, 1, 7, 64, 500, 513, 4 * KiB, 20 * KiB))
@@ -94,6 +96,13 @@ class _Worker:
                 self.handoff.put(blocks.pop())  # a plain thread frees or resizes it
             elif kind < 0.845:
                 bytearray(b.limit)  # a hog: always refused (or trips an enclosing budget)
+            elif kind < 0.87:
+                # resize a block made outside any budget: it becomes this budget's block
+                block = self.outside[self.rng.randrange(len(self.outside))]
+                if len(block) > 64 and self.rng.random() < 0.5:
+                    del block[32:]
+                elif b.live + len(block) + 4 * KiB + HEADROOM < b.limit:
+                    block.extend(bytes(self.rng.randrange(1, 4 * KiB)))
         except MemoryError:
             blocks.clear()  # unwind like an app would: drop what this block holds
 

@@ -370,3 +370,46 @@ async def test_a_refusal_in_a_worker_thread_trips_the_budget(native: str) -> Non
     assert b.tripped
     assert str(b.statistics().refused_at).endswith("in hog")
     assert isinstance(info.value.__cause__, MemoryError)
+
+
+def test_a_refusal_survives_the_gc_opening_budgets_meanwhile(native: str) -> None:
+    # The refusal path materialises frames, which can run the GC and its callbacks; those
+    # may open budgets and move the meter's slot array. (Run under `make asan` too.)
+    ext = _meter_ext()
+    handles: list[object] = []
+
+    def open_many(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and len(handles) < 2000:
+            handles.extend(ext.open(1024, None) for _ in range(200))
+
+    def allocate() -> bytearray:
+        return bytearray(8 * MiB)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(open_many)
+    gc.set_threshold(1)
+    try:
+        with pytest.raises(BudgetExceeded), budget("1MiB") as b:
+            allocate()
+        opened = len(handles)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(open_many)
+        handles.clear()
+    assert opened > 0  # the GC did run inside the block
+    assert b.tripped
+    assert str(b.statistics().refused_at).endswith("in allocate")
+
+
+def test_dense_small_objects_do_not_cluster_the_block_table(native: str) -> None:
+    # pymalloc packs 16-byte objects densely; the locality-preserving hash must keep
+    # linear probing's clusters short anyway.
+    ext = _meter_ext()
+    with budget("1GiB"):
+        dense = [object() for _ in range(200_000)]
+        mixed = [(object(), str(i), [i], b"x" * (i % 300)) for i in range(50_000)]
+        info = ext.table_info()
+        del dense, mixed
+    assert info["blocks"] > 250_000
+    assert info["displacement_total"] / info["blocks"] < 2
+    assert info["displacement_max"] < 512
