@@ -560,6 +560,30 @@ int nea_meter_installed(void)
            obj.ctx == &M.obj;
 }
 
+/* tracemalloc.is_tracing(), without importing it; 1 (fail closed) when it cannot tell.
+ * Leaves any pending exception as it was. */
+static int tracemalloc_tracing(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int tracing = 1;
+    PyObject *name = PyUnicode_FromString("tracemalloc");
+    PyObject *module = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (module == NULL) {
+        tracing = PyErr_Occurred() != NULL; /* not imported: not tracing */
+    }
+    else {
+        PyObject *result = PyObject_CallMethod(module, "is_tracing", NULL);
+        tracing = result == NULL || PyObject_IsTrue(result) != 0;
+        Py_XDECREF(result);
+        Py_DECREF(module);
+    }
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return tracing;
+}
+
 int nea_meter_install(void)
 {
     if (M.var == NULL) {
@@ -572,6 +596,10 @@ int nea_meter_install(void)
         PyErr_NoMemory();
         return -1;
     }
+    /* With tracemalloc tracing, its hooks end up below ours: its stop() would unhook us
+     * and a region block could then reach pymalloc's free. No region until we are
+     * installed again without it (see docs/internals/region.md). */
+    nea_region.allowed = !tracemalloc_tracing();
     /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
     hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
     hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);

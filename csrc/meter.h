@@ -52,15 +52,6 @@ typedef struct {
     uint8_t tripped;
 } nea_slot;
 
-/* The Python-visible handle of one budget (the value of the `current` contextvar). */
-typedef struct {
-    PyObject_HEAD
-    uint32_t idx;
-    uint64_t gen;
-    int closed;
-    PyObject *owner;          /* the nea.Budget; strong ref, GC-tracked */
-} nea_handle;
-
 /* A copy of a slot's numbers, taken before the slot may be released. */
 typedef struct {
     size_t limit, live, peak, retained, refused_size;
@@ -69,6 +60,18 @@ typedef struct {
     PyObject *refused_code;   /* new reference or NULL */
     int refused_line;
 } nea_report;
+
+/* The Python-visible handle of one budget (the value of the `current` contextvar).
+ * `previous` and `final` belong to module.c (enter/exit and the getters). */
+typedef struct {
+    PyObject_HEAD
+    uint32_t idx;
+    uint64_t gen;
+    int closed;
+    PyObject *owner;          /* the nea.Budget; strong ref, GC-tracked */
+    PyObject *previous;       /* current before enter(); strong ref until exit(), or NULL */
+    nea_report final;         /* the numbers at close; owns final.refused_code */
+} nea_handle;
 
 extern PyTypeObject nea_HandleType;
 

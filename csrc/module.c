@@ -1,7 +1,9 @@
 /* module.c: the Python binding of nea's meter (`nea._meter`), a thin layer over meter.c.
  *
- * Owns: the `Handle` type (the value of the `current` contextvar, one per budget), the
- * module functions used by nea/meter/_select.py, and module init. Functions return NULL
+ * Owns: the `Handle` type (the value of the `current` contextvar, one per budget; its
+ * getters read the slot directly, and it keeps the final numbers once closed), the module
+ * functions used by nea/meter/_select.py (`enter`/`exit` are the per-request path: one
+ * call each), and module init. Functions return NULL
  * with an exception set on failure. The allocator state is process-wide (meter.c), so the
  * module refuses to load in subinterpreters with their own GIL.
  */
@@ -12,13 +14,17 @@
 
 static int handle_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(((nea_handle *)self)->owner);
+    nea_handle *h = (nea_handle *)self;
+    Py_VISIT(h->owner);
+    Py_VISIT(h->previous);
     return 0;
 }
 
 static int handle_clear(PyObject *self)
 {
-    Py_CLEAR(((nea_handle *)self)->owner);
+    nea_handle *h = (nea_handle *)self;
+    Py_CLEAR(h->owner);
+    Py_CLEAR(h->previous);
     return 0;
 }
 
@@ -35,7 +41,25 @@ static void handle_dealloc(PyObject *self)
         h->closed = 1;
     }
     Py_CLEAR(h->owner);
+    Py_CLEAR(h->previous);
+    Py_CLEAR(h->final.refused_code);
     PyObject_GC_Del(self);
+}
+
+/* The handle's numbers: the slot's while open, the final ones once closed. The report's
+ * refused_code is borrowed. -1 with ValueError when an open handle's slot vanished. */
+static int handle_numbers(nea_handle *h, nea_report *r)
+{
+    if (h->closed) {
+        *r = h->final;
+        return 0;
+    }
+    if (nea_slot_report(h->idx, h->gen, r) < 0) {
+        PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
+        return -1;
+    }
+    Py_XDECREF(r->refused_code); /* the slot keeps its own reference */
+    return 0;
 }
 
 static PyObject *handle_get_owner(PyObject *self, void *Py_UNUSED(closure))
@@ -49,9 +73,48 @@ static PyObject *handle_get_closed(PyObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(((nea_handle *)self)->closed);
 }
 
+/* The hot getters (a request's `send` reads `tripped`, the access log `peak`) read the
+ * slot directly: no tuple, and `tripped` allocates nothing, so it can be read at the very
+ * edge of a budget. */
+static PyObject *handle_get_tripped(PyObject *self, void *Py_UNUSED(closure))
+{
+    nea_report r;
+    if (handle_numbers((nea_handle *)self, &r) < 0)
+        return NULL;
+    return PyBool_FromLong(r.tripped);
+}
+
+static PyObject *handle_get_limit(PyObject *self, void *Py_UNUSED(closure))
+{
+    nea_report r;
+    if (handle_numbers((nea_handle *)self, &r) < 0)
+        return NULL;
+    return PyLong_FromSize_t(r.limit);
+}
+
+static PyObject *handle_get_live(PyObject *self, void *Py_UNUSED(closure))
+{
+    nea_report r;
+    if (handle_numbers((nea_handle *)self, &r) < 0)
+        return NULL;
+    return PyLong_FromSize_t(r.live);
+}
+
+static PyObject *handle_get_peak(PyObject *self, void *Py_UNUSED(closure))
+{
+    nea_report r;
+    if (handle_numbers((nea_handle *)self, &r) < 0)
+        return NULL;
+    return PyLong_FromSize_t(r.peak);
+}
+
 static PyGetSetDef handle_getset[] = {
     {"owner", handle_get_owner, NULL, "the nea.Budget this handle belongs to", NULL},
     {"closed", handle_get_closed, NULL, "True once the budget was closed", NULL},
+    {"tripped", handle_get_tripped, NULL, "True once an allocation was refused", NULL},
+    {"limit", handle_get_limit, NULL, "the limit in bytes", NULL},
+    {"live", handle_get_live, NULL, "bytes charged now (once closed: retained)", NULL},
+    {"peak", handle_get_peak, NULL, "the most bytes ever charged at once", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -60,7 +123,7 @@ PyTypeObject nea_HandleType = {
     .tp_name = "nea._meter.Handle",
     .tp_basicsize = sizeof(nea_handle),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "One budget's slot in the C meter; created by open().",
+    .tp_doc = "One budget's slot in the C meter; created by open() or enter().",
     .tp_traverse = handle_traverse,
     .tp_clear = handle_clear,
     .tp_dealloc = handle_dealloc,
@@ -122,38 +185,73 @@ static PyObject *meter_disable(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args)
     Py_RETURN_NONE;
 }
 
+/* A new handle with an open slot of `limit_obj` bytes nested in `parent_obj` (the value
+ * of `current`, may be NULL or None). */
+static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *parent_obj)
+{
+    size_t limit = PyLong_AsSize_t(limit_obj);
+    if (limit == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    nea_handle *parent = NULL;
+    if (parent_obj != NULL && Py_TYPE(parent_obj) == &nea_HandleType)
+        parent = (nea_handle *)parent_obj;
+    nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
+    if (h == NULL)
+        return NULL;
+    h->closed = 1; /* until the slot exists, dealloc must not close anything */
+    h->owner = Py_NewRef(owner);
+    h->previous = NULL;
+    memset(&h->final, 0, sizeof(h->final));
+    h->idx = 0;
+    h->gen = 0;
+    if (nea_slot_open(limit, parent, &h->idx, &h->gen) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    h->final.limit = limit;
+    h->closed = 0;
+    PyObject_GC_Track((PyObject *)h);
+    return h;
+}
+
 static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "open() takes (limit, owner), got %zd arguments", nargs);
         return NULL;
     }
-    size_t limit = PyLong_AsSize_t(args[0]);
-    if (limit == (size_t)-1 && PyErr_Occurred())
-        return NULL;
     PyObject *parent_obj = NULL;
     if (PyContextVar_Get(current_var, NULL, &parent_obj) < 0)
         return NULL;
-    nea_handle *parent = NULL;
-    if (parent_obj != NULL && Py_TYPE(parent_obj) == &nea_HandleType)
-        parent = (nea_handle *)parent_obj;
-    nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
-    if (h == NULL) {
-        Py_XDECREF(parent_obj);
-        return NULL;
-    }
-    h->closed = 1; /* until the slot exists, dealloc must not close anything */
-    h->owner = Py_NewRef(args[1]);
-    h->idx = 0;
-    h->gen = 0;
-    int rc = nea_slot_open(limit, parent, &h->idx, &h->gen);
+    nea_handle *h = new_handle(args[0], args[1], parent_obj);
     Py_XDECREF(parent_obj);
-    if (rc < 0) {
-        Py_DECREF(h);
+    return (PyObject *)h;
+}
+
+/* enter(limit, owner): open a budget nested in the current one and make it current, in
+ * one call (the per-request path). The previous value is kept on the handle for exit(). */
+static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "enter() takes (limit, owner), got %zd arguments", nargs);
         return NULL;
     }
-    h->closed = 0;
-    PyObject_GC_Track((PyObject *)h);
+    /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
+    if (!nea_meter_installed() && nea_meter_install() < 0)
+        return NULL;
+    PyObject *previous = NULL;
+    if (PyContextVar_Get(current_var, NULL, &previous) < 0)
+        return NULL;
+    nea_handle *h = new_handle(args[0], args[1], previous);
+    if (h == NULL) {
+        Py_XDECREF(previous);
+        return NULL;
+    }
+    h->previous = previous ? previous : Py_NewRef(Py_None);
+    if (nea_meter_set_current((PyObject *)h) < 0) {
+        Py_DECREF(h); /* closes the slot */
+        return NULL;
+    }
     return (PyObject *)h;
 }
 
@@ -172,10 +270,9 @@ static PyObject *site_string(const nea_report *r)
 }
 
 /* (limit, live, peak, allocations, refused, retained, tripped, refused_size, refused_at) */
-static PyObject *report_tuple(nea_report *r)
+static PyObject *report_tuple(const nea_report *r)
 {
     PyObject *site = site_string(r);
-    Py_CLEAR(r->refused_code);
     if (site == NULL)
         return NULL;
     return Py_BuildValue("(nnnKKnNnN)", (Py_ssize_t)r->limit, (Py_ssize_t)r->live,
@@ -191,40 +288,73 @@ static nea_handle *as_handle(PyObject *arg)
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    nea_handle *h = (nea_handle *)arg;
-    if (h->closed) {
+    return (nea_handle *)arg;
+}
+
+static nea_handle *as_open_handle(PyObject *arg)
+{
+    nea_handle *h = as_handle(arg);
+    if (h != NULL && h->closed) {
         PyErr_SetString(PyExc_ValueError, "this budget is already closed");
         return NULL;
     }
     return h;
 }
 
-static PyObject *meter_close(PyObject *Py_UNUSED(m), PyObject *arg)
+/* Close the slot and keep its final numbers on the handle. Builds no object: the exit
+ * path is never charged to the budget. */
+static int close_handle(nea_handle *h)
 {
-    nea_handle *h = as_handle(arg);
-    if (h == NULL)
-        return NULL;
-    nea_report r;
-    /* Close before building any object: the exit path is never charged to the budget. */
-    int rc = nea_slot_close(h->idx, h->gen, &r);
+    int rc = nea_slot_close(h->idx, h->gen, &h->final);
     h->closed = 1;
+    /* The owner (a Budget) holds this handle: dropping it here breaks the cycle, so a
+     * request's budget is freed by reference counting, not left to the cyclic GC. A
+     * closed budget is current nowhere any more (current_budget() gives None there). */
+    Py_CLEAR(h->owner);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *meter_close(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    nea_handle *h = as_open_handle(arg);
+    if (h == NULL || close_handle(h) < 0)
+        return NULL;
+    return report_tuple(&h->final);
+}
+
+/* exit(handle): close a budget opened by enter() and make the previous value current
+ * again; returns whether it tripped. */
+static PyObject *meter_exit(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    nea_handle *h = as_open_handle(arg);
+    if (h == NULL)
+        return NULL;
+    if (h->previous == NULL) {
+        PyErr_SetString(PyExc_ValueError, "exit() needs a handle made by enter()");
         return NULL;
     }
-    return report_tuple(&r);
+    int rc = close_handle(h);
+    PyObject *previous = h->previous;
+    h->previous = NULL;
+    /* set(previous) rather than reset(token): resetting to "no value" can leave CPython's
+     * contextvar cache stale when the allocator hook reads the var. */
+    int set = nea_meter_set_current(previous);
+    Py_DECREF(previous);
+    if (rc < 0 || set < 0)
+        return NULL;
+    return PyBool_FromLong(h->final.tripped);
 }
 
 static PyObject *meter_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     nea_handle *h = as_handle(arg);
-    if (h == NULL)
-        return NULL;
     nea_report r;
-    if (nea_slot_report(h->idx, h->gen, &r) < 0) {
-        PyErr_SetString(PyExc_ValueError, "budget slot vanished (meter state corrupted)");
+    if (h == NULL || handle_numbers(h, &r) < 0)
         return NULL;
-    }
     return report_tuple(&r);
 }
 
@@ -325,7 +455,12 @@ static PyMethodDef meter_methods[] = {
     {"open", (PyCFunction)(void (*)(void))meter_open, METH_FASTCALL,
      "open(limit, owner): open a budget nested in the current one; returns a Handle."},
     {"close", meter_close, METH_O, "close(handle): close a budget; returns its numbers."},
-    {"snapshot", meter_snapshot, METH_O, "snapshot(handle): an open budget's numbers."},
+    {"enter", (PyCFunction)(void (*)(void))meter_enter, METH_FASTCALL,
+     "enter(limit, owner): open a budget nested in the current one and make it current."},
+    {"exit", meter_exit, METH_O,
+     "exit(handle): close a budget made by enter(), restore the previous one; -> tripped."},
+    {"snapshot", meter_snapshot, METH_O,
+     "snapshot(handle): a budget's numbers (the final ones once it is closed)."},
     {"table_info", meter_table_info, METH_NOARGS, "Sizes of the meter's tables."},
     {"alloc_free_loop", (PyCFunction)(void (*)(void))meter_alloc_free_loop, METH_FASTCALL,
      "alloc_free_loop(n, size): n PyObject_Malloc/Free pairs (benchmarks)."},

@@ -1,23 +1,31 @@
-"""Shared fixtures: the parser-backend parametrization and ``run_server``.
+"""Shared fixtures: the parser-backend parametrization, ``run_server``, the meter
+selection and the ``start_nea`` subprocess factory.
 
 Every protocol test takes the ``backend`` fixture, so it runs once per parser backend.
 ``run_server`` starts a real ``nea.Server`` on port 0 in the test's loop and waits on its
-started signal (never polls).
+started signal (never polls). ``meter`` runs a test under both meters (the native one with
+the region and with the block table only), ``native`` only under the C extension (region
+and table); both fail instead of skipping when ``NEA_REQUIRE_NATIVE=1`` and the
+extension is missing, so CI cannot pass without it. ``start_nea(*args)`` starts the ``nea``
+CLI in a subprocess that is always killed at teardown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.cli.helpers import NeaProcess
 
 import nea
 from nea._types import ASGIApp
+from nea.meter import _region, _select
 
 BACKENDS = ["h11", "httptools"]
 # Upper bound for any single network wait in tests; they normally take milliseconds.
@@ -28,6 +36,62 @@ IO_TIMEOUT_SECONDS = 10.0
 def backend(request: pytest.FixtureRequest) -> str:
     """Each parser backend in turn."""
     return str(request.param)
+
+
+def _use_meter(name: str, *, region: bool = True) -> Iterator[str]:
+    if name == "native" and not _select.native_available():
+        if os.environ.get("NEA_REQUIRE_NATIVE") == "1":
+            pytest.fail("NEA_REQUIRE_NATIVE=1 but the C extension nea._meter does not import")
+        pytest.skip("the C extension nea._meter is not built for this interpreter")
+    previous = _select.use_meter(name)
+    was = _region.set_enabled(region)
+    try:
+        yield name
+    finally:
+        _region.set_enabled(was)
+        _select.restore_meter(previous)
+
+
+@pytest.fixture(params=["native", "native-table", "tracemalloc"])
+def meter(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each meter in turn, made the meter of new budgets for the test; the native one twice:
+    outermost budgets served from the region, and the block table only."""
+    param: str = request.param
+    yield from _use_meter(param.removesuffix("-table"), region=param == "native")
+
+
+@pytest.fixture(params=["region", "table"])
+def native(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The C extension's meter (fails under ``NEA_REQUIRE_NATIVE=1`` when missing), with the
+    region and with the block table only."""
+    yield from _use_meter("native", region=request.param == "region")
+
+
+@pytest.fixture
+def native_table() -> Iterator[str]:
+    """The C extension's meter, block table only (tests of the table itself)."""
+    yield from _use_meter("native", region=False)
+
+
+@pytest.fixture
+def native_region() -> Iterator[str]:
+    """The C extension's meter with the region (tests of the region itself)."""
+    yield from _use_meter("native", region=True)
+
+
+@pytest.fixture
+def start_nea() -> Iterator[Callable[..., NeaProcess]]:
+    """Factory fixture: ``start_nea(*args)`` starts nea; every process is killed at teardown."""
+    started: list[NeaProcess] = []
+
+    def start(*args: str, pass_fds: Sequence[int] = ()) -> NeaProcess:
+        process = NeaProcess(args, pass_fds=pass_fds)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
 
 
 @dataclass

@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+import nea
 from nea import ConfigError
 from nea._loops import loop_factory, resolve_loop, run_on_loop
 
@@ -65,3 +66,29 @@ def test_exceptions_from_main_propagate() -> None:
 
     with pytest.raises(LookupError, match="from main"):
         run_on_loop(main(), loop="asyncio")
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_loop_machinery_in_a_budget_is_charged_never_refused(native: str, loop_name: str) -> None:
+    """A callback scheduled from inside a budget runs in the budget's context, called by the
+    loop itself: with uvloop (written in C) the innermost Python frame is nea's own
+    ``run_on_loop``, which must count as the loop's dispatch, as asyncio's ``Handle._run``
+    does. Refusing there would raise inside the loop instead of in the task."""
+    if loop_name == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def main() -> int | str:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int | str] = loop.create_future()
+
+        def callback() -> None:
+            try:
+                done.set_result(len(bytearray(64 * 1024)))  # over the 16 KiB budget
+            except MemoryError:
+                done.set_result("refused")
+
+        async with nea.budget("16KiB"):
+            loop.call_soon(callback)
+            return await done
+
+    assert run_on_loop(main(), loop=loop_name) == 64 * 1024

@@ -34,3 +34,5 @@ def test_format_size_uses_binary_units() -> None:
     assert format_size(16 * 1024**2) == "16.0 MiB"
     assert format_size(1536) == "1.5 KiB"
     assert format_size(3 * 1024**3) == "3.0 GiB"
+    assert format_size(1024**2 - 1) == "1.0 MiB"
+    assert format_size(1023 * 1024) == "1023.0 KiB"

@@ -35,6 +35,21 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# Tracebacks and reprs name the public spelling (nea.BudgetExceeded), not the private module.
+_PUBLIC_TYPES: tuple[type, ...] = (
+    AppImportError,
+    BindError,
+    Budget,
+    BudgetExceeded,
+    BudgetStatistics,
+    Config,
+    ConfigError,
+    LifespanStartupFailed,
+    NeaError,
+)
+for _public in _PUBLIC_TYPES:
+    _public.__module__ = "nea"
+
 _LAZY = {"run": "nea._run", "Server": "nea.server"}
 
 

@@ -51,7 +51,7 @@ import anyio
 from nea._errors import ConfigError
 from nea._sizes import format_size, parse_size
 from nea._types import ASGIApp, Message, Receive, Scope, Send
-from nea.meter import Budget, BudgetExceeded, budget
+from nea.meter import Budget, BudgetExceeded
 
 logger = logging.getLogger("nea.error")
 
@@ -186,12 +186,20 @@ class _ResponseGuard:
         self.started = False
         self.complete = False
 
-    async def __call__(self, message: Message) -> None:
-        if self._budget.tripped:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain method returning the server's awaitable: no coroutine of its own per
+        # message. ``Budget._handle.tripped`` is a C getter that allocates nothing, so the
+        # check itself cannot fail at the budget's edge.
+        if self._budget._handle.tripped:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
-            raise BudgetExceeded(self._budget.statistics(), 0)
+            raise BudgetExceeded(self._budget.statistics(), self._budget.refused_size)
+        sending = self._send(message)
+        # Marked once the server's send was called: if that call failed (the budget refused
+        # the memory for it) the response is still unstarted, and admission can answer 500
+        # instead of aborting. (nea's server does its own work for the message outside the
+        # request's budget, so it cannot fail on the budget afterwards.)
         kind = message["type"]
         if kind == "http.response.start":
             self.started = True
@@ -199,7 +207,7 @@ class _ResponseGuard:
             kind == "http.response.pathsend"
         ):
             self.complete = True
-        await self._send(message)
+        return sending
 
 
 class Admission:
@@ -259,14 +267,16 @@ class Admission:
             abandoned=self._abandoned,
         )
 
-    async def __call__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[Budget | None]:
         """Run one request of ``app``; non-``http`` scopes go to ``app`` untouched.
 
         Raises what the app raised, except a budget trip before the response started
         (answered 500). A trip after the response started raises ``BudgetExceeded`` (or
         the app's exception): the server must abort the connection.
         """
-        await self.admit(app, scope, receive, send)
+        return self.admit(app, scope, receive, send)  # no coroutine of its own
 
     async def admit(
         self,
@@ -288,15 +298,50 @@ class Admission:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return None
-        if not self._pool.try_acquire():
+        pool = self._pool
+        if not pool.try_acquire():
             queued = await self._wait_for_slot(scope, receive, send, wait_disconnect)
             if queued is None:
                 return None
             receive = queued
         try:
-            return await self._run(app, scope, receive, send, on_budget)
+            if self.limit is None:
+                try:
+                    await app(scope, receive, send)
+                except Exception:
+                    self._served += 1  # an app that raised also ran to its end
+                    raise
+                self._served += 1
+                return None
+            # The budgeted path, inline (one coroutine per request, not three).
+            request_budget = Budget(self.limit)
+            if on_budget is not None:
+                on_budget(request_budget)
+            # Built before the budget opens: admission's objects are not the app's memory.
+            request_scope = _with_budget(scope, request_budget)
+            guard = _ResponseGuard(send, request_budget)
+            error: Exception | None = None
+            try:
+                with request_budget:
+                    await app(request_scope, receive, guard)
+            except Exception as exc:
+                if not request_budget.tripped:
+                    self._served += 1
+                    raise
+                error = exc
+            self._served += 1
+            if request_budget.tripped:
+                self._tripped += 1
+                try:
+                    await self._on_trip(scope, request_budget, guard, send, error)
+                finally:
+                    # `error`'s traceback holds this frame, whose `error` holds it: a cycle
+                    # that would keep the tripped request's frames (and all they allocated,
+                    # pinning region pages) alive until the next full collection.
+                    error = None
+            return request_budget
         finally:
-            self._pool.release()
+            pool.release()
 
     async def _wait_for_slot(
         self,
@@ -331,46 +376,6 @@ class Admission:
         await _send_text(send, 503, NO_SLOT_BODY, [(b"retry-after", b"1")])
         return None
 
-    async def _run(
-        self,
-        app: ASGIApp,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        on_budget: Callable[[Budget], None] | None,
-    ) -> Budget | None:
-        if self.limit is None:
-            await app(scope, receive, send)
-            self._served += 1
-            return None
-        request_budget = budget(self.limit)
-        if on_budget is not None:
-            on_budget(request_budget)
-        extensions = dict(scope.get("extensions") or {})
-        extensions["nea.budget"] = request_budget
-        scope = {**scope, "extensions": extensions}
-        guard = _ResponseGuard(send, request_budget)
-        error: Exception | None = None
-        try:
-            with request_budget:
-                await app(scope, receive, guard)
-        except Exception as exc:
-            if not request_budget.tripped:
-                self._served += 1
-                raise
-            error = exc
-        self._served += 1
-        if request_budget.tripped:
-            self._tripped += 1
-            try:
-                await self._on_trip(scope, request_budget, guard, send, error)
-            finally:
-                # `error`'s traceback holds this frame, whose `error` holds it: a cycle that
-                # would keep the tripped request's frames (and everything they allocated)
-                # alive until the next full collection. Break it now.
-                error = None
-        return request_budget
-
     async def _on_trip(
         self,
         scope: Scope,
@@ -380,7 +385,7 @@ class Admission:
         error: Exception | None,
     ) -> None:
         """Answer or abort a request whose budget tripped; runs outside its budget."""
-        _log_trip(scope, request_budget, error)
+        _log_trip(scope, request_budget)
         if not guard.started:
             await _send_text(send, 500, OUT_OF_MEMORY_BODY, [(b"connection", b"close")])
         elif not guard.complete:
@@ -389,30 +394,30 @@ class Admission:
         # whole and correct when it left; there is nothing left to answer or abort.
 
 
-def _log_trip(scope: Scope, request_budget: Budget, exc: BaseException | None) -> None:
+def _with_budget(scope: Scope, request_budget: Budget) -> Scope:
+    """A shallow copy of ``scope`` whose ``extensions`` (also copied) hold the budget."""
+    extensions = scope.get("extensions")
+    if extensions:
+        return {**scope, "extensions": {**extensions, "nea.budget": request_budget}}
+    return {**scope, "extensions": {"nea.budget": request_budget}}
+
+
+def _log_trip(scope: Scope, request_budget: Budget) -> None:
+    """One warning line from the budget's own numbers: whatever exception reached
+    admission (a ``BudgetExceeded``, the bare ``MemoryError`` a thread pool re-raised, an
+    app's own error, or none when the app swallowed the trip) the budget knows what it
+    refused and where."""
     stats = request_budget.statistics()
-    requested = _requested_size(exc)
-    refused = format_size(requested) if requested else "unknown size"
+    requested = request_budget.refused_size
     logger.warning(
         "out of memory: %s %s exceeded its budget of %s (peak %s); refused %s at %s",
         scope.get("method", "?"),
         scope.get("path", "?"),
         format_size(stats.limit),
         format_size(stats.peak),
-        refused,
+        format_size(requested) if requested else "an unknown size",
         stats.refused_at or "an unknown site",
     )
-
-
-def _requested_size(exc: BaseException | None) -> int:
-    """The refused allocation's size, from the ``BudgetExceeded`` in ``exc``'s chain."""
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, BudgetExceeded) and exc.requested:
-            return exc.requested
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return 0
 
 
 def _expects_continue(scope: Scope) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from nea._errors import ConfigError
+from nea.meter._loop import register_loop_frame
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -106,3 +107,12 @@ def _cancel_remaining_tasks(event_loop: asyncio.AbstractEventLoop) -> None:
                     "task": task,
                 }
             )
+
+
+# With a loop written in C (uvloop) the innermost Python frame while the loop runs a task's
+# machinery (waking it, scheduling its next step) is the function that called
+# run_until_complete: these two. Declared to the meter so those allocations, made in the
+# task's context, are charged but never refused (a refusal there would leave the task
+# pending forever; see nea/meter/_loop.py).
+register_loop_frame(run_on_loop)
+register_loop_frame(_cancel_remaining_tasks)

@@ -67,7 +67,8 @@ def format_size(n: int | float) -> str:
     """Format a byte count with binary units, e.g. ``16.0 MiB``, ``512 B``."""
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(size) < 1024 or unit == "GiB":
+        # Switch units before one decimal would round up to "1024.0" of the smaller one.
+        if unit == "GiB" or abs(size) < (1024 if unit == "B" else 1023.95):
             return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")  # pragma: no cover

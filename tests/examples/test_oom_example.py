@@ -157,15 +157,6 @@ async def test_transcript_under_the_middleware(oom: ModuleType) -> None:
 
 
 @pytest.mark.needs_integration
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known bug, reported to the lead: the server's own work after the app's last "
-        "allocation (encoding the response head, the access log line) is charged to the "
-        "request's budget, so a request ending within ~1 KiB of its limit loses its "
-        "response (connection closed, no status) or its access line"
-    ),
-)
 @pytest.mark.asyncio
 async def test_every_request_at_the_edge_of_the_budget_gets_a_whole_answer(
     oom: ModuleType, caplog: pytest.LogCaptureFixture

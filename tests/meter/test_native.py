@@ -413,3 +413,43 @@ def test_dense_small_objects_do_not_cluster_the_block_table(native_table: str) -
     assert info["blocks"] > 250_000
     assert info["displacement_total"] / info["blocks"] < 2
     assert info["displacement_max"] < 512
+
+
+def test_handle_getters_read_the_slot_and_keep_the_final_numbers(native: str) -> None:
+    ext = _meter_ext()
+    owner = object()
+    before = ext.current.get()
+    handle = ext.enter(64 * 1024, owner)
+    try:
+        current, handle_owner = ext.current.get(), handle.owner
+        data = bytearray(16 * 1024)
+        numbers = (handle.limit, handle.tripped, handle.closed, handle.live, handle.peak)
+        with contextlib.suppress(MemoryError):
+            bytearray(1024 * 1024)
+        tripped = handle.tripped
+        open_limit = ext.snapshot(handle)[0]
+    finally:
+        exit_tripped = ext.exit(handle)
+    assert current is handle and handle_owner is owner
+    assert numbers[:3] == (64 * 1024, False, False)
+    assert numbers[3] >= 16 * 1024 and numbers[4] >= numbers[3]
+    assert tripped is True and exit_tripped is True
+    assert ext.current.get() is before
+    # Closed: the final numbers stay readable, the owner is dropped (no reference cycle).
+    assert handle.closed and handle.owner is None and handle.tripped is True
+    final = ext.snapshot(handle)
+    assert final[:3] == (open_limit, handle.live, handle.peak)
+    assert final[5] == handle.live >= 16 * 1024  # retained: `data` is still alive
+    assert final[7] > 1024 * 1024 - 64  # the refused size
+    assert final[8] is not None and "test_native.py" in final[8]
+    with pytest.raises(ValueError, match="already closed"):
+        ext.exit(handle)
+    del data
+
+
+def test_exit_needs_a_handle_made_by_enter(native: str) -> None:
+    ext = _meter_ext()
+    handle = ext.open(1024, None)
+    with pytest.raises(ValueError, match="made by enter"):
+        ext.exit(handle)
+    ext.close(handle)

@@ -424,3 +424,18 @@ async def test_a_trip_releases_the_slot_for_the_next_request(meter: str) -> None
     assert_out_of_memory(await run(adm, hog))
     assert (await run(adm, small)).status == 200
     assert adm.statistics().busy == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [4 * MiB, None])
+async def test_an_app_that_raised_counts_as_served_with_or_without_a_budget(
+    limit: int | None,
+) -> None:
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    adm = admission(budget=limit, slots=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        await run(adm, broken)
+    stats = adm.statistics()
+    assert (stats.busy, stats.served, stats.tripped) == (0, 1, 0)

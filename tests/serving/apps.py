@@ -4,6 +4,8 @@
 ``/swallow/N`` does the same but catches the MemoryError and answers 200 anyway;
 ``/stream/N`` starts a chunked response, then allocates; ``/malloc/N`` asks C's malloc for
 N MiB directly (not metered: only ``--memory-limit`` can refuse it).
+``edge_app``: ``/edge/N`` fills its budget until about N bytes are left, then answers
+(the server's own work for the response must not need any of those bytes).
 ``starlette_app`` has ``async def`` and ``def`` endpoints of both kinds (neighbour, hog).
 """
 
@@ -75,6 +77,27 @@ async def hog_app(scope: Any, receive: Any, send: Any) -> None:
         await text(send, b"limit %d" % request_budget.limit)
 
 
+EDGE_BODY = b"made it"
+_EDGE_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(EDGE_BODY))],
+}
+_EDGE_BODY = {"type": "http.response.body", "body": EDGE_BODY}
+
+
+async def edge_app(scope: Any, receive: Any, send: Any) -> None:
+    """Leave about ``N`` bytes of the request's budget, then send a prebuilt response."""
+    if scope["type"] != "http":
+        return
+    room = int(scope["path"].rsplit("/", 1)[1])
+    request_budget = scope["extensions"]["nea.budget"]
+    filler = bytearray(max(request_budget.limit - request_budget.live - room, 0))
+    await send(_EDGE_START)
+    await send(_EDGE_BODY)
+    del filler
+
+
 async def neighbour(request: Request) -> Response:
     data = [b"%d" % i for i in range(5000)]  # about 100 KB of small objects
     await asyncio.sleep(0.01)  # the workload awaits, so neighbours overlap the hogs
@@ -102,3 +125,30 @@ starlette_app = Starlette(
         Route("/sync-hog", sync_hog),
     ]
 )
+
+
+def _fill(hold: list[bytearray], size: int) -> None:
+    """Allocate ``size``-byte chunks into ``hold`` until one is refused."""
+    with contextlib.suppress(MemoryError):
+        while True:
+            hold.append(bytearray(size))
+
+
+async def grace_app(scope: Any, receive: Any, send: Any) -> None:
+    """Trips its budget, swallows the error, uses up the grace allowance too, then awaits a
+    future resolved by a callback: the event loop's own allocations for waking the task
+    (run in the task's context, so charged to its budget) must not be refused."""
+    if scope["type"] != "http":
+        return
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+    loop.call_soon(woken.set_result, None)  # scheduled now: the await below allocates nothing
+    # With a callback already there, the loop's machinery allocates (a list of callbacks)
+    # when the task waits for the future.
+    woken.add_done_callback(lambda _: None)
+    hold: list[bytearray] = []
+    for size in (65536, 4096, 256, 16):  # up to the limit, then through the grace
+        _fill(hold, size)
+        _fill(hold, size)
+    await woken
+    await text(send, b"still here")  # refused (tripped): nea answers 500

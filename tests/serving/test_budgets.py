@@ -19,7 +19,7 @@ from nea import ConfigError, current_budget
 from nea._types import Receive, Scope, Send
 from nea.middleware import MemoryBudgetMiddleware
 
-from .apps import hog_app, starlette_app
+from .apps import EDGE_BODY, edge_app, hog_app, starlette_app
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,6 +65,40 @@ async def test_trip_before_start_answers_500_and_logs_one_line(
     assert re.search(r'"GET /alloc/64 HTTP/1.1" 500 \d+\.\dms peak [78]\.\d MiB$', access[0])
     assert re.search(r'"GET /alloc/2 HTTP/1.1" 200 \d+\.\dms peak 2\.\d MiB$', access[1])
     assert (stats.served, stats.tripped, stats.busy, stats.rejected) == (2, 1, 0, 0)
+
+
+async def test_the_servers_own_work_is_not_charged_to_the_request(
+    native: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response sent with a few hundred bytes of budget left is whole: encoding its head,
+    writing it and logging it are the server's work, done outside the request's budget.
+    Closer to the edge the app's own call to ``send`` may be refused: then it is a clean
+    500, never a lost or truncated response."""
+    rooms = range(0, 2048, 48)
+    with caplog.at_level(logging.INFO, logger="nea"):
+        async with run_server(edge_app, http=backend, budget="64KiB", access_log=True) as srv:
+            answers = {
+                room: await srv.exchange(
+                    b"GET /edge/%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % room
+                )
+                for room in rooms
+            }
+    for room, raw in answers.items():
+        if raw.startswith(b"HTTP/1.1 500 "):
+            oom_response_ok(raw)
+        else:
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK"), (room, raw)
+            assert body == EDGE_BODY, (room, raw)
+    # The server needs about 1 KiB of memory for a response; none of it is the request's.
+    assert all(answers[room].startswith(b"HTTP/1.1 200 ") for room in rooms if room >= 512)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    access = [r.getMessage() for r in caplog.records if r.name == "nea.access"]
+    for room in rooms:
+        assert sum(f'"GET /edge/{room} HTTP/1.1"' in line for line in access) == 1, room
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    trips = sum(raw.startswith(b"HTTP/1.1 500 ") for raw in answers.values())
+    assert len(warnings) == trips
 
 
 async def test_trip_swallowed_by_the_app_still_answers_500(native: str, backend: str) -> None:
@@ -137,6 +171,26 @@ async def test_neighbours_unaffected_by_hogs(
     assert [r.status_code for r in responses[3:]] == [200] * 24
     assert {r.text for r in responses[3:]} == {"ok 5000"}
     assert (stats.tripped, stats.served) == (3, 27)
+
+
+@pytest.mark.parametrize("hog_path", ["/hog", "/sync-hog"])
+async def test_trip_warning_names_the_refused_size_and_site(
+    native: str, hog_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Also for ``def`` endpoints, whose MemoryError comes back through the thread pool
+    without the budget's details: the line is built from the budget's own numbers."""
+    with caplog.at_level(logging.WARNING, logger="nea.error"):
+        async with (
+            run_server(starlette_app, budget="16MiB") as srv,
+            httpx.AsyncClient(base_url=srv.url, timeout=30) as client,
+        ):
+            assert (await client.get(hog_path)).status_code == 500
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert re.fullmatch(
+        rf"out of memory: GET {hog_path} exceeded its budget of 16\.0 MiB \(peak \d+\.\d MiB\); "
+        r"refused 1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate)",
+        warning,
+    ), warning
 
 
 async def test_meter_off_runs_without_budgets(backend: str) -> None:

@@ -174,7 +174,9 @@ class RequestCycle:
             if self.head.expect_continue and not self.continue_sent:
                 self.continue_sent = True
                 if not self.response_started:
-                    self.conn.write(CONTINUE_RESPONSE)
+                    # The server's write, outside the request's budget (see send()).
+                    conn = self.conn
+                    conn.state.context.run(type(conn).write, conn, CONTINUE_RESPONSE)
             while not self._body and not self.body_complete and not self.disconnected:
                 await self._wait()
         if self.disconnected and not self.body_complete:
@@ -193,12 +195,23 @@ class RequestCycle:
     async def send(self, message: Message) -> None:
         if self.disconnected:
             return
+        # Everything the server does for this message (checking it, encoding the head,
+        # writing, the access log, starting the next pipelined request) is the server's
+        # work, not the app's memory: it runs in the server's own context, outside the
+        # request's budget. Charged to the request, it could be refused at the budget's
+        # edge after the app's last allocation, losing a response that was already whole.
+        # (The plain function, not a bound method: nothing is allocated in the request.)
+        if self.conn.state.context.run(RequestCycle._send, self, message):
+            await self.conn.drain()
+
+    def _send(self, message: Message) -> bool:
+        """Handle one message of the app; return whether to wait for the socket to drain."""
         message_type = message["type"]
         if not self.response_started:
             if message_type != "http.response.start":
                 self._fail(f"expected 'http.response.start', got {message_type!r}")
             self._start(message)
-            return
+            return False
         if self.response_complete:
             self._fail(f"expected nothing after the response completed, got {message_type!r}")
         if message_type != "http.response.body":
@@ -221,8 +234,8 @@ class RequestCycle:
             if self._waiter is not None:
                 self._wake()
             conn.response_complete(self)
-        elif conn.write_paused:
-            await conn.drain()
+            return False
+        return conn.write_paused
 
     def _start(self, message: Message) -> None:
         status = message.get("status")

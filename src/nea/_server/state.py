@@ -8,6 +8,7 @@ Must not import ``nea.server``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -61,6 +62,10 @@ class ServerState:
         self.default_headers = self.header_prefix
         self._clock: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        # The server's own context (no request budget in it): the server's work for a
+        # request's ``send`` runs here, so it is never charged to the request (see
+        # RequestCycle.send).
+        self.context = contextvars.copy_context()
         # Cycles whose head may still be unwritten at the end of this loop iteration; one
         # call_soon serves every response started in the same iteration.
         self._pending_heads: list[RequestCycle] = []
@@ -92,7 +97,7 @@ class ServerState:
 
     def flush_head_soon(self, cycle: RequestCycle) -> None:
         if not self._pending_heads:
-            self._loop.call_soon(self._flush_heads)
+            self._loop.call_soon(self._flush_heads, context=self.context)
         self._pending_heads.append(cycle)
 
     def _flush_heads(self) -> None:

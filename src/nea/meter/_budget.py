@@ -2,9 +2,10 @@
 
 Owns: ``Budget``, ``budget()`` and ``current_budget()``. The budget is current while its
 ``with``/``async with`` block runs, through the meter's contextvar, so it follows the
-block's tasks and ``to_thread`` calls. Leaving the block closes the meter handle first
-(the exit path is then not charged, so an exhausted budget can always be left), then
-restores the previous budget, then raises ``BudgetExceeded`` if the budget tripped.
+block's tasks and ``to_thread`` calls. Entering and leaving are one meter call each
+(``enter``/``exit``). Leaving closes the meter handle first (the exit path is then not
+charged, so an exhausted budget can always be left), then restores the previous budget,
+then raises ``BudgetExceeded`` if the budget tripped.
 
 Must not import the server, the middleware or the C extension directly (``_select`` does).
 """
@@ -16,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from nea._sizes import parse_size
+from nea.meter import _select
 from nea.meter._select import Meter, active_meter
 from nea.meter._stats import BudgetExceeded, BudgetStatistics, Snapshot
 
@@ -44,18 +46,20 @@ class Budget:
     accounting.
     """
 
-    __slots__ = ("__weakref__", "_final", "_handle", "_limit", "_meter", "_previous")
+    __slots__ = ("__weakref__", "_handle", "_limit", "_meter")
 
     def __init__(self, limit: int | str) -> None:
-        self._limit = parse_size(limit)
-        self._meter: Meter = active_meter()
+        # A plain non-negative int is the per-request case: skip the parser's checks.
+        self._limit = limit if type(limit) is int and limit >= 0 else parse_size(limit)
+        self._meter: Meter = _select._active or active_meter()
+        # The meter's handle from __enter__ on; it keeps the final numbers once closed.
+        # Admission's per-message check reads ``_handle.tripped`` directly (a C getter).
         self._handle: Any = None
-        self._previous: Any = None
-        self._final: Snapshot | None = None
 
     def __repr__(self) -> str:
         snap = self._snapshot()
-        state = "closed" if self._final else "open" if self._handle is not None else "new"
+        handle = self._handle
+        state = "new" if handle is None else "closed" if handle.closed else "open"
         return f"<Budget {state} limit={snap.limit} live={snap.live} peak={snap.peak}>"
 
     @property
@@ -66,41 +70,47 @@ class Budget:
     @property
     def live(self) -> int:
         """Bytes charged now (after close: the bytes retained at close)."""
-        return self._snapshot().live
+        handle = self._handle
+        return 0 if handle is None else int(handle.live)
 
     @property
     def peak(self) -> int:
         """The most bytes ever charged at once."""
-        return self._snapshot().peak
+        handle = self._handle
+        return 0 if handle is None else int(handle.peak)
 
     @property
     def tripped(self) -> bool:
-        """True once an allocation was refused (or, tracemalloc meter, the limit passed)."""
-        return self._snapshot().tripped
+        """True once an allocation was refused (or, tracemalloc meter, the limit passed).
+
+        Allocates nothing with the native meter, so it can be read at a budget's edge."""
+        handle = self._handle
+        return handle is not None and handle.tripped is True
+
+    @property
+    def refused_size(self) -> int:
+        """The size of the first refused allocation in bytes (0 while none was refused,
+        and always with the tracemalloc meter, which refuses nothing)."""
+        return self._snapshot().refused_size
 
     def statistics(self) -> BudgetStatistics:
         """A frozen copy of the accounting (see ``BudgetStatistics``)."""
         return self._snapshot().statistics()
 
     def _snapshot(self) -> Snapshot:
-        if self._final is not None:
-            return self._final
         if self._handle is None:
             return Snapshot(self._limit, 0, 0, 0, 0, 0, False, 0, None)
         return self._meter.snapshot(self._handle)
 
     def __enter__(self) -> Budget:
-        if self._handle is not None or self._final is not None:
+        if self._handle is not None:
             raise RuntimeError(
                 "this budget was already entered; a budget covers one block, "
                 "create a new one with nea.budget() for each block"
             )
-        previous = self._meter.var.get()
-        handle = self._meter.open(self._limit, self)
-        # Always set(), never reset(): see __exit__.
-        self._meter.set_current(handle)
-        self._previous = previous
-        self._handle = handle
+        # Opens the budget nested in the current one and makes it current (set(), never
+        # reset(): see docs/budgets.md); the handle remembers what to restore.
+        self._handle = self._meter.enter(self._limit, self)
         return self
 
     def __exit__(
@@ -109,19 +119,15 @@ class Budget:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Close first: from here on nothing is charged to this budget, so leaving it
-        # cannot fail on its own limit.
-        final = self._meter.close(self._handle)
-        self._final = final
-        # set(previous) rather than reset(token): resetting to "no value" can leave
-        # CPython's contextvar cache stale when the allocator hook reads the var.
-        self._meter.set_current(self._previous)
-        self._previous = None
-        if not final.tripped or isinstance(exc, BudgetExceeded):
+        # Closing is the first thing exit does: from there on nothing is charged to this
+        # budget, so leaving it cannot fail on its own limit.
+        if not self._meter.exit(self._handle) or isinstance(exc, BudgetExceeded):
             return
         if exc is None:
+            final = self._meter.snapshot(self._handle)
             raise BudgetExceeded(final.statistics(), final.refused_size)
         if isinstance(exc, MemoryError):
+            final = self._meter.snapshot(self._handle)
             raise BudgetExceeded(final.statistics(), final.refused_size) from exc
 
     async def __aenter__(self) -> Budget:
@@ -147,7 +153,8 @@ def budget(limit: int | str) -> Budget:
 
 
 def current_budget() -> Budget | None:
-    """The budget charged for allocations made here, or ``None``."""
+    """The budget charged for allocations made here, or ``None`` (also in a task that
+    outlived its budget: a closed budget is charged nothing)."""
     handle = active_meter().var.get()
     if handle is None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,7 +25,12 @@ METER_NAMES = ("native", "tracemalloc")
 
 
 class Meter(Protocol):
-    """What ``Budget`` needs from a meter. Handles are opaque but carry ``owner``."""
+    """What ``Budget`` needs from a meter.
+
+    Handles are opaque but carry ``owner``, ``closed``, ``limit``, ``live``, ``peak`` and
+    ``tripped`` (read cheaply: ``send`` reads ``tripped`` on every message); once closed
+    they keep the final numbers.
+    """
 
     name: str
     var: ContextVar[Any]
@@ -33,15 +38,22 @@ class Meter(Protocol):
     def set_current(self, handle: Any) -> None:
         """Make ``handle`` (or ``None``) current in this context."""
 
-    def open(self, limit: int, owner: Budget) -> Any: ...
+    def enter(self, limit: int, owner: Budget) -> Any:
+        """Open a budget nested in the current one and make it current; return its handle."""
 
-    def close(self, handle: Any) -> Snapshot: ...
+    def exit(self, handle: Any) -> bool:
+        """Close ``handle``'s budget, make the previous one current; return ``tripped``."""
 
     def snapshot(self, handle: Any) -> Snapshot: ...
 
 
 class NativeMeter:
-    """Adapter over the C extension; the hooks are installed on the first ``open``."""
+    """Adapter over the C extension; the hooks are installed on the first ``enter``.
+
+    ``enter`` and ``exit`` are the extension's own functions once the hooks are in place
+    (one C call each per budget); the extension reinstalls its hooks by itself when
+    someone (``tracemalloc.stop()``) restored older allocators.
+    """
 
     name = "native"
 
@@ -56,26 +68,22 @@ class NativeMeter:
         _meter.region_enable(env_mode() == "on")
         # The C hook caches the current budget; only this setter keeps that cache right.
         self.set_current = _meter.set_current
+        self.exit: Callable[[Any], bool] = _meter.exit
+        self.enter: Callable[[int, Budget], Any] = self._first_enter
 
-    def open(self, limit: int, owner: Budget) -> Any:
-        if not self._ext.installed():
-            self._install()
-        return self._ext.open(limit, owner)
+    def _first_enter(self, limit: int, owner: Budget) -> Any:
+        self._install()
+        self.enter = self._ext.enter
+        return self._ext.enter(limit, owner)
 
     def _install(self) -> None:
-        # Installed again if someone (tracemalloc.stop()) restored older allocators.
         from nea.meter import _loop
         from nea.meter._imports import exempt_imports
 
-        first = not self._installed_once
-        self._ext.install()
-        # With tracemalloc's hooks below ours, its stop() would unhook the meter and a
-        # region block could then be freed by pymalloc: no region while that can happen.
-        tracing = "tracemalloc" in sys.modules and sys.modules["tracemalloc"].is_tracing()
-        self._ext.region_allow(not tracing)
+        self._ext.install()  # no region while tracemalloc's hooks are below ours (C)
         exempt_imports(self.var, self._ext.set_current)
         self._push_loop_frames()
-        if first:
+        if not self._installed_once:
             self._installed_once = True
             _loop._on_change.append(self._push_loop_frames)
             # Stop charging before the interpreter tears contexts down.
@@ -85,9 +93,6 @@ class NativeMeter:
         from nea.meter._loop import dispatch_codes
 
         self._ext.set_loop_frames(dispatch_codes())
-
-    def close(self, handle: Any) -> Snapshot:
-        return Snapshot(*self._ext.close(handle))
 
     def snapshot(self, handle: Any) -> Snapshot:
         return Snapshot(*self._ext.snapshot(handle))

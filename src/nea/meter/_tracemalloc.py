@@ -23,28 +23,47 @@ if TYPE_CHECKING:
 
 
 class TracemallocHandle:
-    """One open budget of the tracemalloc meter."""
+    """One budget of the tracemalloc meter; its numbers are folded in when read."""
 
-    __slots__ = ("base", "closed", "limit", "live", "owner", "peak", "retained")
+    __slots__ = ("_live", "_meter", "_peak", "base", "closed", "limit", "owner", "previous")
 
-    def __init__(self, owner: Budget, limit: int, base: int) -> None:
+    def __init__(self, meter: TracemallocMeter, owner: Budget, limit: int, base: int) -> None:
+        self._meter = meter
         self.owner: Budget | None = owner
         self.limit = limit
         self.base = base
-        self.live = 0
-        self.peak = 0
-        self.retained = 0
+        self._live = 0
+        self._peak = 0
         self.closed = False
+        self.previous: TracemallocHandle | None = None
+
+    @property
+    def live(self) -> int:
+        if not self.closed:
+            self._meter._fold()
+        return self._live
+
+    @property
+    def peak(self) -> int:
+        if not self.closed:
+            self._meter._fold()
+        return self._peak
+
+    @property
+    def tripped(self) -> bool:
+        return self.peak > self.limit
 
     def snapshot(self) -> Snapshot:
+        if not self.closed:
+            self._meter._fold()
         return Snapshot(
             limit=self.limit,
-            live=self.live,
-            peak=self.peak,
+            live=self._live,
+            peak=self._peak,
             allocations=0,
             refused=0,
-            retained=self.retained,
-            tripped=self.peak > self.limit,
+            retained=self._live if self.closed else 0,
+            tripped=self._peak > self.limit,
             refused_size=0,
             refused_at=None,
         )
@@ -69,29 +88,32 @@ class TracemallocMeter:
     def set_current(self, handle: TracemallocHandle | None) -> None:
         self.var.set(handle)
 
-    def open(self, limit: int, owner: Budget) -> TracemallocHandle:
+    def enter(self, limit: int, owner: Budget) -> TracemallocHandle:
+        previous = self.var.get()
         if not tracemalloc.is_tracing():
             tracemalloc.start(1)
             self._started_tracing = True
         self._fold()
-        handle = TracemallocHandle(owner, limit, tracemalloc.get_traced_memory()[0])
+        handle = TracemallocHandle(self, owner, limit, tracemalloc.get_traced_memory()[0])
+        handle.previous = previous
         self._open.append(handle)
+        self.var.set(handle)
         return handle
 
-    def close(self, handle: TracemallocHandle) -> Snapshot:
+    def exit(self, handle: TracemallocHandle) -> bool:
         if not handle.closed:
             self._fold()
             handle.closed = True
-            handle.retained = handle.live
             self._open.remove(handle)
             if not self._open and self._started_tracing:
                 tracemalloc.stop()
                 self._started_tracing = False
-        return handle.snapshot()
+        self.var.set(handle.previous)
+        handle.previous = None
+        handle.owner = None  # no Budget <-> handle cycle once closed (see the C meter)
+        return handle.tripped
 
     def snapshot(self, handle: TracemallocHandle) -> Snapshot:
-        if not handle.closed:
-            self._fold()
         return handle.snapshot()
 
     def _fold(self) -> None:
@@ -100,5 +122,5 @@ class TracemallocMeter:
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
         for handle in self._open:
-            handle.live = max(current - handle.base, 0)
-            handle.peak = max(handle.peak, peak - handle.base, handle.live)
+            handle._live = max(current - handle.base, 0)
+            handle._peak = max(handle._peak, peak - handle.base, handle._live)

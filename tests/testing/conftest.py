@@ -1,6 +1,6 @@
-"""Meter selection for the admission and middleware tests (the same rules as tests/meter):
-``meter`` runs a test under both meters, ``native`` only under the C extension, failing
-instead of skipping when ``NEA_REQUIRE_NATIVE=1``."""
+"""Meter selection for the test client tests (same rules as tests/meter): ``meter`` runs a
+test under both meters, failing instead of skipping the native one when
+``NEA_REQUIRE_NATIVE=1`` and the extension is missing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from nea.meter import _select
 
 
-def _use(name: str) -> Iterator[str]:
+@pytest.fixture(params=["native", "tracemalloc"])
+def meter(request: pytest.FixtureRequest) -> Iterator[str]:
+    name: str = request.param
     if name == "native" and not _select.native_available():
         if os.environ.get("NEA_REQUIRE_NATIVE") == "1":
             pytest.fail("NEA_REQUIRE_NATIVE=1 but the C extension nea._meter does not import")
@@ -22,13 +24,3 @@ def _use(name: str) -> Iterator[str]:
         yield name
     finally:
         _select.restore_meter(previous)
-
-
-@pytest.fixture(params=["native", "tracemalloc"])
-def meter(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield from _use(request.param)
-
-
-@pytest.fixture
-def native() -> Iterator[str]:
-    yield from _use("native")
