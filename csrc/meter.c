@@ -596,10 +596,16 @@ int nea_meter_install(void)
         PyErr_NoMemory();
         return -1;
     }
+    int tracing = tracemalloc_tracing();
+    /* Installed before and tracemalloc tracing now: it started after us and calls our
+     * hooks; installing again on top would make ours call tracemalloc call ours (a
+     * loop). Its stop() gives the domains back to us. */
+    if (tracing && M.installed)
+        return 0;
     /* With tracemalloc tracing, its hooks end up below ours: its stop() would unhook us
      * and a region block could then reach pymalloc's free. No region until we are
      * installed again without it (see docs/internals/region.md). */
-    nea_region.allowed = !tracemalloc_tracing();
+    nea_region.allowed = !tracing;
     /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
     hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
     hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);

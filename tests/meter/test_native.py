@@ -453,3 +453,36 @@ def test_exit_needs_a_handle_made_by_enter(native: str) -> None:
     with pytest.raises(ValueError, match="made by enter"):
         ext.exit(handle)
     ext.close(handle)
+
+
+def test_a_budget_entered_while_tracemalloc_traces_above_the_hooks_is_charged(
+    native: str,
+) -> None:
+    # tracemalloc started after the hooks calls them; installing them again on top of it
+    # would make the two call each other forever. Run in a child so a regression hangs
+    # only the child (bounded by the timeout), not the suite.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import tracemalloc, nea
+        with nea.budget("16MiB"):
+            pass
+        tracemalloc.start()
+        with nea.budget("16MiB") as b:
+            data = bytearray(100_000)
+            del data
+        tracemalloc.stop()
+        with nea.budget("16MiB") as c:
+            data = bytearray(100_000)
+            del data
+        print(b.peak >= 100_000, c.peak >= 100_000)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
