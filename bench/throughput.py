@@ -18,6 +18,7 @@ import contextlib
 import importlib.metadata
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -108,6 +109,11 @@ def parse_args() -> argparse.Namespace:
         default=",".join(row.name for row in ROWS),
         help=f"comma-separated rows to run, from: {', '.join(row.name for row in ROWS)}",
     )
+    parser.add_argument(
+        "--nea-args",
+        default="",
+        help="extra options for nea only, e.g. '--meter off' (default: nea's defaults, budgets on)",
+    )
     return parser.parse_args()
 
 
@@ -120,7 +126,7 @@ def select_rows(text: str) -> list[Row]:
     return [by_name[name] for name in names]
 
 
-def server_command(server: str, row: Row, port: int) -> list[str]:
+def server_command(server: str, row: Row, port: int, nea_args: str = "") -> list[str]:
     common = [
         row.app,
         "--app-dir",
@@ -137,7 +143,8 @@ def server_command(server: str, row: Row, port: int) -> list[str]:
         "--log-level",
         "warning",
     ]
-    return [sys.executable, "-m", server, *common]
+    extra = shlex.split(nea_args) if server == "nea" else []
+    return [sys.executable, "-m", server, *common, *extra]
 
 
 def measure(
@@ -148,7 +155,10 @@ def measure(
     log_path = workdir / f"{server}-{row.name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            server_command(server, row, port), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            server_command(server, row, port, args.nea_args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         try:
             wait_until_accepting(process, port, log_path)
@@ -254,8 +264,9 @@ def print_environment(wrk: str, args: argparse.Namespace) -> None:
     print(f"{first_line[0] if first_line else 'wrk'}")
     print(
         f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "
-        f"median req/s; both servers: --loop uvloop --no-access-log --log-level warning\n"
+        f"median req/s; both servers: --loop uvloop --no-access-log --log-level warning"
     )
+    print(f"nea options: {args.nea_args or 'defaults (per-request budgets on)'}\n")
 
 
 def print_table(rows: list[Row], results: dict[str, Result]) -> None:
