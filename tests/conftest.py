@@ -38,7 +38,9 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _use_meter(name: str, *, region: bool = True) -> Iterator[str]:
+def use_meter(name: str, *, region: bool = True) -> Iterator[str]:
+    """Make ``name`` the meter of new budgets for one test (a generator for fixtures); the
+    native meter fails instead of skipping when ``NEA_REQUIRE_NATIVE=1`` and it is missing."""
     if name == "native" and not _select.native_available():
         if os.environ.get("NEA_REQUIRE_NATIVE") == "1":
             pytest.fail("NEA_REQUIRE_NATIVE=1 but the C extension nea._meter does not import")
@@ -57,26 +59,26 @@ def meter(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each meter in turn, made the meter of new budgets for the test; the native one twice:
     outermost budgets served from the region, and the block table only."""
     param: str = request.param
-    yield from _use_meter(param.removesuffix("-table"), region=param == "native")
+    yield from use_meter(param.removesuffix("-table"), region=param == "native")
 
 
 @pytest.fixture(params=["region", "table"])
 def native(request: pytest.FixtureRequest) -> Iterator[str]:
     """The C extension's meter (fails under ``NEA_REQUIRE_NATIVE=1`` when missing), with the
     region and with the block table only."""
-    yield from _use_meter("native", region=request.param == "region")
+    yield from use_meter("native", region=request.param == "region")
 
 
 @pytest.fixture
 def native_table() -> Iterator[str]:
     """The C extension's meter, block table only (tests of the table itself)."""
-    yield from _use_meter("native", region=False)
+    yield from use_meter("native", region=False)
 
 
 @pytest.fixture
 def native_region() -> Iterator[str]:
     """The C extension's meter with the region (tests of the region itself)."""
-    yield from _use_meter("native", region=True)
+    yield from use_meter("native", region=True)
 
 
 @pytest.fixture

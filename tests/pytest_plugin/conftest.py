@@ -8,12 +8,10 @@ fail instead of skipping when ``NEA_REQUIRE_NATIVE=1`` and the extension is miss
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
-
-from nea.meter import _select
+from tests.conftest import use_meter
 
 # ``pytester`` is enabled with ``-p pytester`` in pyproject's addopts: ``pytest_plugins``
 # in a conftest below the rootdir is an error when the whole suite is collected.
@@ -29,26 +27,14 @@ filterwarnings = error
 """
 
 
-def _use(name: str) -> Iterator[str]:
-    if name == "native" and not _select.native_available():
-        if os.environ.get("NEA_REQUIRE_NATIVE") == "1":
-            pytest.fail("NEA_REQUIRE_NATIVE=1 but the C extension nea._meter does not import")
-        pytest.skip("the C extension nea._meter is not built for this interpreter")
-    previous = _select.use_meter(name)
-    try:
-        yield name
-    finally:
-        _select.restore_meter(previous)
-
-
 @pytest.fixture(params=["native", "tracemalloc"])
 def meter(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield from _use(request.param)
+    yield from use_meter(request.param)
 
 
 @pytest.fixture
 def native() -> Iterator[str]:
-    yield from _use("native")
+    yield from use_meter("native")
 
 
 @pytest.fixture
