@@ -340,9 +340,15 @@ static PyObject *meter_exit(PyObject *Py_UNUSED(m), PyObject *arg)
     int rc = close_handle(h);
     PyObject *previous = h->previous;
     h->previous = NULL;
-    /* set(previous) rather than reset(token): resetting to "no value" can leave CPython's
-     * contextvar cache stale when the allocator hook reads the var. */
-    int set = nea_meter_set_current(previous);
+    /* Restore an open enclosing budget with set(previous), never reset(token): resetting to
+     * "no value" can leave CPython's contextvar cache stale when the allocator hook reads
+     * the var. With no open budget before (None, or a handle closed since), the var keeps
+     * this handle: closed, it charges nothing and current_budget() is None, exactly as
+     * None would. That saves a context assignment (a HAMT copy) per outermost budget,
+     * i.e. per served request. (The hooks' cache is invalidated by the close.) */
+    int set = 0;
+    if (Py_TYPE(previous) == &nea_HandleType && !((nea_handle *)previous)->closed)
+        set = nea_meter_set_current(previous);
     Py_DECREF(previous);
     if (rc < 0 || set < 0)
         return NULL;

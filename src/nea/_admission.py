@@ -45,6 +45,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import anyio
 
@@ -178,13 +179,13 @@ class _QueuedReceive:
 class _ResponseGuard:
     """The app's ``send``: tracks the response and refuses messages once the budget tripped."""
 
-    __slots__ = ("_budget", "_send", "complete", "started")
+    __slots__ = ("_budget", "_send", "response_complete", "response_started")
 
     def __init__(self, send: Send, request_budget: Budget) -> None:
         self._send = send
         self._budget = request_budget
-        self.started = False
-        self.complete = False
+        self.response_started = False
+        self.response_complete = False
 
     def __call__(self, message: Message) -> Awaitable[None]:
         # A plain method returning the server's awaitable: no coroutine of its own per
@@ -202,12 +203,30 @@ class _ResponseGuard:
         # request's budget, so it cannot fail on the budget afterwards.)
         kind = message["type"]
         if kind == "http.response.start":
-            self.started = True
+            self.response_started = True
         elif (kind == "http.response.body" and not message.get("more_body", False)) or (
             kind == "http.response.pathsend"
         ):
-            self.complete = True
+            self.response_complete = True
         return sending
+
+
+class Exchange(Protocol):
+    """What a server that guards its own ``send`` gives admission instead of a wrapped
+    ``send`` (nea's ``RequestCycle``), saving a wrapper object and a call per message.
+
+    Admission sets ``budget`` to the request's budget and puts it in the scope's
+    ``extensions`` in place (the server built that scope for this request alone), and sets
+    ``app_handle`` to the budget's meter handle while the app runs, ``None`` after. While
+    ``app_handle`` is set and ``app_handle.tripped`` is true, the server's ``send`` must
+    raise ``BudgetExceeded`` and send nothing. ``response_started`` and
+    ``response_complete`` report what the server sent.
+    """
+
+    budget: Budget | None
+    app_handle: Any
+    response_started: bool
+    response_complete: bool
 
 
 class Admission:
@@ -287,6 +306,7 @@ class Admission:
         *,
         on_budget: Callable[[Budget], None] | None = None,
         wait_disconnect: Callable[[], Awaitable[None]] | None = None,
+        exchange: Exchange | None = None,
     ) -> Budget | None:
         """Like calling the instance, and return the request's budget (``None`` when the
         request never reached the app, or runs without a budget) for callers that report
@@ -294,7 +314,8 @@ class Admission:
         with the budget just before the app runs, for callers that need it earlier.
         ``wait_disconnect``, from a server that knows when its client is gone, returns
         when that happens; a queued request is then watched through it instead of by
-        reading its body (nea's server passes it)."""
+        reading its body (nea's server passes it). ``exchange``, from a server that guards
+        its own ``send`` (see ``Exchange``), replaces the wrapped ``send`` and ``on_budget``."""
         if scope["type"] != "http":
             await app(scope, receive, send)
             return None
@@ -313,27 +334,47 @@ class Admission:
                     raise
                 self._served += 1
                 return None
-            # The budgeted path, inline (one coroutine per request, not three).
+            # The budgeted path, inline: one coroutine per request, and the meter's enter
+            # and exit called directly rather than through Budget's ``with`` methods.
             request_budget = Budget(self.limit)
-            if on_budget is not None:
-                on_budget(request_budget)
-            # Built before the budget opens: admission's objects are not the app's memory.
-            request_scope = _with_budget(scope, request_budget)
-            guard = _ResponseGuard(send, request_budget)
-            error: Exception | None = None
+            response: _ResponseGuard | Exchange
+            app_send: Send
+            if exchange is None:
+                if on_budget is not None:
+                    on_budget(request_budget)
+                # Built before the budget opens: admission's objects are not the app's memory.
+                request_scope = _with_budget(scope, request_budget)
+                app_send = response = _ResponseGuard(send, request_budget)
+            else:
+                # The server owns this scope and guards its own send (see ``Exchange``).
+                exchange.budget = request_budget
+                scope["extensions"]["nea.budget"] = request_budget
+                request_scope, app_send, response = scope, send, exchange
+            meter = request_budget._meter
+            handle = request_budget._handle = meter.enter(self.limit, request_budget)
+            if exchange is not None:
+                exchange.app_handle = handle
+            error: BaseException | None = None
             try:
-                with request_budget:
-                    await app(request_scope, receive, guard)
-            except Exception as exc:
-                if not request_budget.tripped:
-                    self._served += 1
+                await app(request_scope, receive, app_send)
+            except BaseException as exc:
+                # Closing comes first, so nothing below is charged to the budget.
+                tripped = meter.exit(handle)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: not served, whatever the budget says
+                self._served += 1  # an app that raised also ran to its end
+                if not tripped:
                     raise
                 error = exc
-            self._served += 1
-            if request_budget.tripped:
+            else:
+                tripped = meter.exit(handle)
+                self._served += 1
+            if exchange is not None:
+                exchange.app_handle = None  # from here on, send is admission's, not the app's
+            if tripped:
                 self._tripped += 1
                 try:
-                    await self._on_trip(scope, request_budget, guard, send, error)
+                    await self._on_trip(scope, request_budget, response, send, error)
                 finally:
                     # `error`'s traceback holds this frame, whose `error` holds it: a cycle
                     # that would keep the tripped request's frames (and all they allocated,
@@ -380,16 +421,21 @@ class Admission:
         self,
         scope: Scope,
         request_budget: Budget,
-        guard: _ResponseGuard,
+        response: _ResponseGuard | Exchange,
         send: Send,
-        error: Exception | None,
+        error: BaseException | None,
     ) -> None:
-        """Answer or abort a request whose budget tripped; runs outside its budget."""
+        """Answer or abort a request whose budget tripped; runs outside its budget.
+
+        ``error`` is what the app raised (``None`` when it swallowed the trip)."""
         _log_trip(scope, request_budget)
-        if not guard.started:
+        if not response.response_started:
             await _send_text(send, 500, OUT_OF_MEMORY_BODY, [(b"connection", b"close")])
-        elif not guard.complete:
-            raise error or BudgetExceeded(request_budget.statistics(), 0)
+        elif not response.response_complete:
+            if isinstance(error, BudgetExceeded) or not isinstance(error, MemoryError | None):
+                raise error  # already the budget's error, or the app's own failure
+            exceeded = BudgetExceeded(request_budget.statistics(), request_budget.refused_size)
+            raise exceeded from error
         # A response that completed before the trip (e.g. a background task tripped) was
         # whole and correct when it left; there is nothing left to answer or abort.
 

@@ -264,7 +264,34 @@ def test_set_and_restore_in_a_fresh_context_with_other_vars(native: str) -> None
     after, inner_live = contextvars.Context().run(scenario)
     assert after is None
     assert inner_live >= 1 * MiB
-    assert _meter_ext().current.get() is None
+    assert _no_open_budget(_meter_ext().current.get())
+
+
+def _no_open_budget(value: object) -> bool:
+    """After an outermost budget, the var holds None or that budget's closed handle."""
+    return value is None or bool(getattr(value, "closed", False))
+
+
+def test_leaving_an_outermost_budget_leaves_no_budget_current(native: str) -> None:
+    def scenario() -> tuple[object, object]:
+        with budget("64MiB"):
+            pass
+        return _meter_ext().current.get(), current_budget()
+
+    value, after = contextvars.Context().run(scenario)
+    assert _no_open_budget(value)
+    assert after is None
+
+
+def test_leaving_a_nested_budget_makes_the_enclosing_one_current_again(native: str) -> None:
+    with budget("64MiB") as outer:
+        with budget("32MiB"):
+            pass
+        assert current_budget() is outer
+        before = outer.live
+        data = bytearray(1 * MiB)
+        assert outer.live - before >= 1 * MiB
+        del data
 
 
 def test_module_imports_are_not_charged(native: str, tmp_path: Path) -> None:
@@ -434,7 +461,8 @@ def test_handle_getters_read_the_slot_and_keep_the_final_numbers(native: str) ->
     assert numbers[:3] == (64 * 1024, False, False)
     assert numbers[3] >= 16 * 1024 and numbers[4] >= numbers[3]
     assert tripped is True and exit_tripped is True
-    assert ext.current.get() is before
+    after = ext.current.get()
+    assert after is before or (_no_open_budget(before) and after is handle)
     # Closed: the final numbers stay readable, the owner is dropped (no reference cycle).
     assert handle.closed and handle.owner is None and handle.tripped is True
     final = ext.snapshot(handle)

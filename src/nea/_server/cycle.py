@@ -17,7 +17,7 @@ from nea._http.parser import RequestHead
 from nea._http.response import CONTINUE_RESPONSE, Response
 from nea._server.state import logger
 from nea._types import Message
-from nea.meter import Budget
+from nea.meter import Budget, BudgetExceeded
 
 if TYPE_CHECKING:
     from nea._server.protocol import HTTPProtocol
@@ -35,6 +35,7 @@ class RequestCycle:
         "_last_body_sent",
         "_status",
         "_waiter",
+        "app_handle",
         "body_complete",
         "budget",
         "conn",
@@ -67,7 +68,10 @@ class RequestCycle:
         self._last_body_sent = False
         self.continue_sent = False
         self._waiter: asyncio.Future[None] | None = None
-        self.budget: Budget | None = None  # set by admission just before the app runs
+        # Set by admission (this cycle is its ``Exchange``): the request's budget just
+        # before the app runs, and its meter handle while the app runs.
+        self.budget: Budget | None = None
+        self.app_handle: Any = None
 
     # fed by the protocol ------------------------------------------------------------------
 
@@ -114,9 +118,6 @@ class RequestCycle:
         """The peak memory of the request's budget so far (None without a budget)."""
         return None if self.budget is None else self.budget.peak
 
-    def _set_budget(self, request_budget: Budget) -> None:
-        self.budget = request_budget
-
     async def run(self) -> None:
         """Run the app through admission (slot, budget); turn its failures into a 500 or a
         closed connection. Admission answers budget trips and "no slot" itself."""
@@ -127,8 +128,8 @@ class RequestCycle:
                 self.scope,
                 self.receive,
                 self.send,
-                on_budget=self._set_budget,
                 wait_disconnect=self.wait_disconnect,
+                exchange=self,
             )
         except asyncio.CancelledError:
             self.conn.abort()
@@ -193,6 +194,11 @@ class RequestCycle:
         return {"type": "http.request", "body": data, "more_body": more_body}
 
     async def send(self, message: Message) -> None:
+        handle = self.app_handle
+        if handle is not None and handle.tripped:
+            # Nothing the app sends after its budget tripped may reach the client (admission
+            # answers 500 or has the connection aborted); the app sees the budget's error.
+            raise self._budget_exceeded()
         if self.disconnected:
             return
         # Everything the server does for this message (checking it, encoding the head,
@@ -203,6 +209,11 @@ class RequestCycle:
         # (The plain function, not a bound method: nothing is allocated in the request.)
         if self.conn.state.context.run(RequestCycle._send, self, message):
             await self.conn.drain()
+
+    def _budget_exceeded(self) -> BudgetExceeded:
+        request_budget = self.budget
+        assert request_budget is not None  # app_handle is only set with a budget
+        return BudgetExceeded(request_budget.statistics(), request_budget.refused_size)
 
     def _send(self, message: Message) -> bool:
         """Handle one message of the app; return whether to wait for the socket to drain."""

@@ -30,7 +30,7 @@ def exempt_imports(var: ContextVar[Any], set_current: Callable[[Any], None]) -> 
 
     def _find_and_load(name: str, import_: Callable[..., Any]) -> Any:
         previous = var.get()
-        if previous is None:
+        if previous is None or previous.closed:  # no open budget here (see meter_exit)
             return original(name, import_)
         # set(), never reset(): resetting to "no value" can leave CPython's contextvar
         # cache stale inside the allocator hook (docs/budgets.md, DESIGN.md §2).
