@@ -254,7 +254,8 @@ def _preflight(python: str) -> str:
         timeout=60,
     )
     if probe.returncode != 0:
-        raise BenchError(f"{python} cannot import nea: {probe.stderr.strip().splitlines()[-1:]}")
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchError(f"{python} cannot import nea ({last}); run make setup or pass --python")
     version, backend = probe.stdout.split()
     if backend != "native":
         raise BenchError(f"{python}: nea's meter is {backend!r}, not native; build the extension")
@@ -326,6 +327,8 @@ def main() -> None:
         print(f"({time.monotonic() - started:.0f} s)")
     except BenchError as exc:
         raise SystemExit(f"bench/instructions.py: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("bench/instructions.py: interrupted; its servers are stopped") from None
 
 
 if __name__ == "__main__":
