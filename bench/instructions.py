@@ -9,8 +9,8 @@ request in the steady state (what both runs share, shutdown included, cancels ou
 Instrumentation is switched on (``callgrind_control -i on``) only after the server has
 answered 20 warm-up requests on another connection, so start-up runs at valgrind's
 uninstrumented speed and the first requests' one-off work is not counted. Repeated runs
-agree to about 0.3 %: how the client's requests fall into the server's event-loop
-iterations still varies a little with the machine's load.
+agree to within 0.5 % (hello) and 0.1 % (json): how the client's requests fall into the
+server's event-loop iterations still varies a little with the machine's load.
 
 Rows (apps from bench/_apps.py, the ones bench/region.py and bench/meter.py serve):
 ``hello`` (raw ASGI, 13 bytes) and ``json`` (Starlette ``JSONResponse``, ~18 KB).
