@@ -98,13 +98,16 @@ class BenchError(Exception):
 
 
 # Every server process this script started and has not yet reaped, so that any exit path
-# (an error in another run, Ctrl-C, SIGTERM) can kill them.
+# (an error in another run, Ctrl-C, SIGTERM) can kill them; once _stopping is set (under the
+# lock), a worker thread that has just started a server stops it instead of using it.
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
+_stopping = threading.Event()
 
 
 def _kill_all() -> None:
     with _live_lock:
+        _stopping.set()
         procs = list(_live)
     for proc in procs:
         if proc.poll() is None:
@@ -119,7 +122,10 @@ def _server(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out, env=env)
     with _live_lock:
         _live.add(proc)
+        stopping = _stopping.is_set()
     try:
+        if stopping:
+            raise BenchError("stopped before this run began")
         yield proc
     finally:
         if proc.poll() is None:
