@@ -158,9 +158,18 @@ def _send_requests(port: int, path: str, n: int) -> None:
         conn.close()
 
 
-def count(command: list[str], port: int, path: str, n: int, out: Path) -> int:
-    """Instructions callgrind collects while the server answers ``n`` requests and shuts down;
-    the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
+def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str], str]:
+    if column.server == "nea":
+        return nea_command(row.nea_app, port, *column.nea_args, python=python), row.nea_path
+    app = row.uvicorn_metered if column.metered else row.uvicorn_plain
+    return uvicorn_command(app, port, python=python), row.uvicorn_path
+
+
+def count(row: str, col: str, python: str, n: int, out: Path) -> int:
+    """Instructions callgrind collects while the server of a cell answers ``n`` requests and
+    shuts down; the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
+    port = free_port()  # here, not when the run is queued: the port stays free only briefly
+    command, path = _command(ROWS[row], COLUMNS[col], port, python)
     log = out.with_name(out.name + ".log")
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     valgrind += [f"--callgrind-out-file={out}"]
@@ -182,6 +191,8 @@ def count(command: list[str], port: int, path: str, n: int, out: Path) -> int:
         if on.returncode != 0 or "OK" not in on.stdout:
             raise BenchError(f"callgrind_control could not switch instrumentation on: {on.stdout}")
         _send_requests(port, path, n)
+        if proc.poll() is not None:  # e.g. it could not bind: someone else answered
+            raise BenchError(f"{what} exited during the run, status {proc.returncode}")
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
@@ -191,13 +202,6 @@ def count(command: list[str], port: int, path: str, n: int, out: Path) -> int:
     if found is None:
         raise BenchError(f"no instruction count in {log} (exit status {proc.returncode})")
     return int(found.group(1))
-
-
-def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str], str]:
-    if column.server == "nea":
-        return nea_command(row.nea_app, port, *column.nea_args, python=python), row.nea_path
-    app = row.uvicorn_metered if column.metered else row.uvicorn_plain
-    return uvicorn_command(app, port, python=python), row.uvicorn_path
 
 
 def measure(
@@ -219,10 +223,8 @@ def measure(
                 n = requests[row]
                 runs = []
                 for k in (n, 2 * n):  # submitted together: they run at the same time
-                    port = free_port()
-                    command, path = _command(ROWS[row], COLUMNS[col], port, python)
                     out = outdir / f"callgrind.{row}.{col}.{k}"
-                    runs.append(pool.submit(count, command, port, path, k, out))
+                    runs.append(pool.submit(count, row, col, python, k, out))
                 futures[row, col] = (runs[0], runs[1])
             for (row, col), (once, twice) in futures.items():
                 results[row, col] = (twice.result() - once.result()) / requests[row]
