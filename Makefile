@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.nea-installed
 PORT ?= 8080
 
-.PHONY: setup run test lint typecheck pytest bench asan clean
+.PHONY: setup run test lint typecheck pytest bench bench-instructions asan clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: lint typecheck pytest
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/throughput.py
+
+# CPU instructions per request under callgrind (needs valgrind): the metering cost of
+# budgets, deterministic enough for the few-percent targets that req/s cannot resolve here.
+bench-instructions: setup
+	$(BIN)/python bench/instructions.py
 
 # The meter's C extension built with AddressSanitizer into build/asan (a copy of the
 # package, so the normal build is untouched), then the meter tests (region on and off) and

@@ -6,8 +6,10 @@
    tracked blocks).
 2. A Starlette JSON endpoint (~20 KB of JSON) under uvicorn, with a budget entered around
    every request (a pure-ASGI wrapper: the same mechanism nea's server uses) vs the same
-   app without metering. Both servers run at once; wrk alternates between them, rounds
-   times; the median req/s of each and their ratio are printed.
+   app without metering (the apps: ``plain`` and ``metered`` in bench/_apps.py). Both
+   servers run at once; wrk alternates between them, rounds times. Printed: the median
+   req/s of each and the median server CPU time per request (utime + stime from /proc
+   around each wrk run: steadier than req/s on a shared machine), and their ratios.
 
 Usage: python bench/meter.py [--rounds 3] [--duration 5] [--skip-http]
 Needs wrk on PATH and the C extension built. Numbers on a shared machine are noisy.
@@ -20,12 +22,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
+
+from _common import HOST, cpu_seconds, free_port, stop, uvicorn_command, wait_until_listening
 
 PAIRS = 2_000_000
 ALLOC_SIZE = 64
@@ -71,43 +75,6 @@ def micro() -> list[tuple[str, float]]:
     return rows
 
 
-APP_SOURCE = """
-import nea
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-ITEMS = [
-    {"id": i, "name": f"item {i}", "price": i * 1.25, "tags": ["a", "b", "c"]}
-    for i in range(280)
-]
-
-async def items(request):
-    return JSONResponse({"items": ITEMS})
-
-plain = Starlette(routes=[Route("/", items)])
-
-class BudgetPerRequest:
-    def __init__(self, app, limit):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        async with nea.budget(self.limit):
-            await self.app(scope, receive, send)
-
-metered = BudgetPerRequest(plain, "16MiB")
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pin(cpu: int) -> list[str]:
     # Servers on one CPU, wrk on the other: less migration noise on a 2-CPU machine.
     if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
@@ -115,36 +82,10 @@ def _pin(cpu: int) -> list[str]:
     return []
 
 
-def _start(app_dir: str, attr: str, port: int) -> subprocess.Popen[bytes]:
-    cmd = [
-        *_pin(0),
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"bench_meter_app:{attr}",
-        "--app-dir",
-        app_dir,
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    proc = subprocess.Popen(cmd)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.1)  # polling a port that is not open yet: nothing to wait on
-    proc.kill()
-    raise SystemExit(f"uvicorn did not start on port {port}")
-
-
-def _wrk(port: int, duration: int) -> float:
+def _wrk(port: int, duration: int) -> int:
+    """Run wrk against the server on ``port``; return the number of requests it completed."""
     out = subprocess.run(
-        [*_pin(1), "wrk", "-t1", "-c64", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
+        [*_pin(1), "wrk", "-t1", "-c64", f"-d{duration}s", f"http://{HOST}:{port}/"],
         check=True,
         capture_output=True,
         text=True,
@@ -152,34 +93,41 @@ def _wrk(port: int, duration: int) -> float:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
-    match = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    match = re.search(r"(\d+) requests in", out)
     if match is None:
         raise SystemExit(f"cannot read wrk output:\n{out}")
-    return float(match.group(1))
+    return int(match.group(1))
 
 
-def http(rounds: int, duration: int) -> dict[str, list[float]]:
-    import tempfile
-    import urllib.request
+VARIANTS = {"plain": "_apps:plain", "metered": "_apps:metered"}
 
-    results: dict[str, list[float]] = {"plain": [], "metered": []}
-    with tempfile.TemporaryDirectory() as app_dir:
-        with open(os.path.join(app_dir, "bench_meter_app.py"), "w") as f:
-            f.write(APP_SOURCE)
-        ports = {"plain": _free_port(), "metered": _free_port()}
-        procs = [_start(app_dir, name, port) for name, port in ports.items()]
-        try:
-            for name, port in ports.items():
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/").read()
-                print(f"{name}: response {len(body)} bytes, valid JSON: {bool(json.loads(body))}")
-            for _ in range(rounds):
-                for name, port in ports.items():
-                    results[name].append(_wrk(port, duration))
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
-    return results
+
+def http(rounds: int, duration: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """req/s and server CPU µs per request of each variant, one entry per round."""
+    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu_us: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    ports = {name: free_port() for name in VARIANTS}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, app in VARIANTS.items():
+            procs[name] = subprocess.Popen([*_pin(0), *uvicorn_command(app, ports[name])])
+            wait_until_listening(procs[name], ports[name], 20, f"uvicorn {app}")
+        for name, port in ports.items():
+            body = urllib.request.urlopen(f"http://{HOST}:{port}/").read()
+            print(f"{name}: response {len(body)} bytes, valid JSON: {bool(json.loads(body))}")
+        for r in range(rounds):
+            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
+            for name in order:
+                pid = procs[name].pid
+                before = cpu_seconds(pid)
+                done = _wrk(ports[name], duration)
+                used = cpu_seconds(pid) - before
+                rates[name].append(done / duration)
+                cpu_us[name].append(used / max(done, 1) * 1e6)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return rates, cpu_us
 
 
 def main() -> None:
@@ -190,23 +138,30 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args()
-
+    if not args.skip_http and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not on PATH (apt-get install wrk), or use --skip-http")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     print(f"ns per {ALLOC_SIZE}-byte PyObject_Malloc/Free pair (best of 5 x {PAIRS:,}):")
     for label, ns in micro():
         print(f"  {label:45s} {ns:6.1f} ns")
     if args.skip_http:
         return
-    results = http(args.rounds, args.duration)
-    plain = statistics.median(results["plain"])
-    metered = statistics.median(results["metered"])
+    rates, cpu_us = http(args.rounds, args.duration)
     print(
-        f"Starlette JSON endpoint, uvicorn, wrk -t1 -c64 -d{args.duration}s, {args.rounds} rounds:"
+        f"Starlette JSON endpoint, uvicorn, wrk -t1 -c64 -d{args.duration}s, "
+        f"{args.rounds} rounds, medians (server CPU time from /proc/PID/stat):"
     )
-    print(f"  without metering   median {plain:9.1f} req/s   rounds {results['plain']}")
-    print(f"  budget per request median {metered:9.1f} req/s   rounds {results['metered']}")
-    cost = 100 * (1 - metered / plain)
-    print(f"  ratio metered/plain {metered / plain:.3f} (throughput cost {cost:.1f} %)")
+    labels = {"plain": "without metering", "metered": "budget per request"}
+    for name, label in labels.items():
+        rate, us = statistics.median(rates[name]), statistics.median(cpu_us[name])
+        rounds = ", ".join(f"{x:.0f}" for x in rates[name])
+        print(f"  {label:18} {rate:9.1f} req/s {us:8.1f} µs CPU/request   rounds {rounds}")
+    rate_ratio = statistics.median(rates["metered"]) / statistics.median(rates["plain"])
+    cpu_ratio = statistics.median(cpu_us["metered"]) / statistics.median(cpu_us["plain"])
+    print(
+        f"  metered/plain: throughput {rate_ratio:.3f} (cost {1 - rate_ratio:.1%}), "
+        f"CPU per request {cpu_ratio:.3f} ({cpu_ratio - 1:+.1%})"
+    )
 
 
 if __name__ == "__main__":

@@ -28,51 +28,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
-BUDGET = "16MiB"
-SLOTS = "16"
-
-APP_SOURCE = """
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
-
-ITEMS = [
-    {"id": i, "name": f"item {i}", "price": i * 1.25, "tags": ["a", "b", "c"]}
-    for i in range(280)
-]
-
-
-async def hello(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"Hello, world!"})
-
-
-async def items(request):
-    return JSONResponse({"items": ITEMS})
-
-
-async def work(request):
-    data = [bytes(1024) for _ in range(1024)]  # 1 MiB in 1 KiB blocks, freed at the end
-    return PlainTextResponse(str(len(data)))
-
-
-async def hog(request):
-    keep = []
-    try:
-        for _ in range(24):  # 24 MiB: past a 16 MiB budget
-            keep.append(bytearray(1024 * 1024))
-    except MemoryError:
-        raise
-    return PlainTextResponse(str(len(keep)))
-
-
-app = Starlette(routes=[Route("/json", items), Route("/work", work), Route("/hog", hog)])
-"""
+from _common import (
+    HOST,
+    NEA_BUDGET,
+    NEA_SLOTS,
+    cpu_seconds,
+    free_port,
+    nea_command,
+    stop,
+    uvicorn_command,
+    wait_until_listening,
+)
 
 MIXED_LUA = """
 local paths = {}
@@ -89,47 +57,15 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def start(command: list[str], port: int, workdir: Path, log_name: str) -> subprocess.Popen[bytes]:
-    log = (workdir / log_name).open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{command} exited; see {workdir / log_name}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"{command} did not start")
-
-
-def nea_command(app: str, port: int, *extra: str) -> list[str]:
-    return [
-        *(sys.executable, "-m", "nea", app, "--host", HOST, "--port", str(port)),
-        *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level"),
-        *("warning", "--budget", BUDGET, "--slots", SLOTS, *extra),
-    ]
-
-
-def uvicorn_command(app: str, port: int) -> list[str]:
-    return [
-        *(sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port)),
-        *("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level"),
-        "warning",
-    ]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with (workdir / log_name).open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        wait_until_listening(process, port, 30, f"{command} (log: {workdir / log_name})")
+    except BaseException:
+        stop(process)
+        raise
+    return process
 
 
 def rss_bytes(pid: int) -> int:
@@ -154,7 +90,7 @@ VARIANTS = {
     "budgets, table": ("--region", "off"),
     "budgets, region": ("--region", "on"),
 }
-ROWS = {"hello": ("app:hello", "/"), "json": ("app:app", "/json")}
+ROWS = {"hello": ("_apps:hello", "/"), "json": ("_apps:app", "/json")}
 
 
 def cost(workdir: Path, rounds: int, duration: float) -> None:
@@ -212,9 +148,9 @@ def drift(workdir: Path, requests: int, chunk: float) -> None:
         "RSS after the first 10k and at the end"
     )
     servers = {
-        "nea (budgets + region)": lambda port: nea_command("app:app", port),
-        "nea --prefault": lambda port: nea_command("app:app", port, "--prefault"),
-        "uvicorn": lambda port: uvicorn_command("app:app", port),
+        "nea (budgets + region)": lambda port: nea_command("_apps:app", port),
+        "nea --prefault": lambda port: nea_command("_apps:app", port, "--prefault"),
+        "uvicorn": lambda port: uvicorn_command("_apps:app", port),
     }
     for name, command in servers.items():
         port = free_port()
@@ -247,10 +183,10 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install wrk)")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, budget {BUDGET} x {SLOTS}")
+    version = sys.version.split()[0]
+    print(f"python {version}, {os.cpu_count()} CPUs, budget {NEA_BUDGET} x {NEA_SLOTS}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        (workdir / "app.py").write_text(APP_SOURCE)
         if not args.skip_cost:
             cost(workdir, args.rounds, args.duration)
         if not args.skip_drift:

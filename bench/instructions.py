@@ -1,0 +1,345 @@
+"""CPU instructions per request, server side, counted by valgrind's callgrind.
+
+Throughput on a shared 2-CPU machine moves by 25 % between runs; the metering targets of
+issues #3 and #6 are a few percent. Instruction counts are deterministic to a fraction of a
+percent, so this script counts them instead: each server runs under callgrind, first with
+``N`` and then (concurrently, on another port) with ``2N`` sequential keep-alive ``GET``
+requests from one client connection, and ``(count(2N) - count(N)) / N`` is the cost of one
+request in the steady state (what both runs share, shutdown included, cancels out).
+Instrumentation is switched on (``callgrind_control -i on``) only after the server has
+answered 20 warm-up requests on another connection, so start-up runs at valgrind's
+uninstrumented speed and the first requests' one-off work is not counted. Repeated runs
+of nea agree to within 0.5 % (hello) and 0.1 % (json): how the client's requests fall into
+the server's event-loop iterations still varies a little with the machine's load.
+uvicorn's hello numbers move by about 3 %: its main loop wakes every 100 ms, work that
+grows with wall time, and a hello request under callgrind takes milliseconds.
+
+Rows (apps from bench/_apps.py, the ones bench/region.py and bench/meter.py serve):
+``hello`` (raw ASGI, 13 bytes) and ``json`` (Starlette ``JSONResponse``, ~18 KB).
+Columns: nea ``--meter off`` (the baseline of the nea columns), nea with budgets on the
+block table (``--region off``), nea's defaults (budgets + region); uvicorn serving the
+plain app (the baseline of the uvicorn columns) and the app wrapped in ``BudgetPerRequest``
+(a ``nea.budget`` entered around every request, as bench/meter.py measures). nea runs with
+``--budget 16MiB --slots 16``, both servers with uvloop and httptools. Every response must
+be a ``200``, or the script stops.
+
+What it counts: instructions the server process executes per request, its own and the
+kernel's excluded. Not wall time, cache misses, branch mispredictions or system calls; an
+optimisation that removes instructions but adds cache misses looks better here than it is.
+
+    python bench/instructions.py                      # every row and column, a few minutes
+    python bench/instructions.py --only json,nea-off,nea-defaults --requests 200
+
+Needs valgrind (with callgrind_control) and nea's C extension. Listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from _common import HOST, free_port, nea_command, uvicorn_command, wait_until_listening
+
+STARTUP_TIMEOUT_S = 180  # imports under valgrind, uninstrumented, on a busy machine
+RESPONSE_TIMEOUT_S = 60  # one request under callgrind takes well under a second
+SHUTDOWN_TIMEOUT_S = 120
+WARMUP_REQUESTS = 20  # graceful shutdown plus callgrind writing its profile
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    nea_app: str
+    nea_path: str
+    uvicorn_plain: str
+    uvicorn_metered: str
+    uvicorn_path: str
+    requests: int  # default N: the whole run should take a few minutes
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    label: str
+    server: str  # "nea" or "uvicorn"
+    nea_args: tuple[str, ...] = ()
+    metered: bool = False  # uvicorn: serve the BudgetPerRequest-wrapped app
+    baseline: str | None = None  # the column this one is compared with
+
+
+ROWS = {
+    "hello": Row("_apps:hello", "/", "_apps:hello", "_apps:metered_hello", "/", 2000),
+    "json": Row("_apps:app", "/json", "_apps:plain", "_apps:metered", "/", 100),
+}
+COLUMNS = {
+    "nea-off": Column("nea --meter off", "nea", ("--meter", "off")),
+    "nea-table": Column(
+        "nea budgets, table (--region off)", "nea", ("--region", "off"), False, "nea-off"
+    ),
+    "nea-defaults": Column("nea defaults (budgets + region)", "nea", (), False, "nea-off"),
+    "uvicorn-plain": Column("uvicorn, plain app", "uvicorn"),
+    "uvicorn-budget": Column("uvicorn, BudgetPerRequest", "uvicorn", (), True, "uvicorn-plain"),
+}
+
+
+class BenchError(Exception):
+    """A run that cannot give a number; its message is the one line the user sees."""
+
+
+# Every server process this script started and has not yet reaped, so that any exit path
+# (an error in another run, Ctrl-C, SIGTERM) can kill them; once _stopping is set (under the
+# lock), a worker thread that has just started a server stops it instead of using it.
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _kill_all() -> None:
+    with _live_lock:
+        _stopping.set()
+        procs = list(_live)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def _server(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same str hashes in both runs
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=out, env=env)
+    with _live_lock:
+        _live.add(proc)
+        stopping = _stopping.is_set()
+    try:
+        if stopping:
+            raise BenchError("stopped before this run began")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        with _live_lock:
+            _live.discard(proc)
+
+
+def _send_requests(port: int, path: str, n: int) -> None:
+    """``n`` sequential GETs on one keep-alive connection; each must be a 200."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=RESPONSE_TIMEOUT_S)
+    try:
+        for i in range(n):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise BenchError(
+                    f"GET {path} on port {port}: request {i + 1} got {response.status} "
+                    f"{response.reason}, expected 200 (body {body[:80]!r})"
+                )
+            if response.will_close:
+                raise BenchError(f"GET {path} on port {port}: the server closed keep-alive")
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"GET {path} on port {port}: {exc!r}") from exc
+    finally:
+        conn.close()
+
+
+def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str], str]:
+    if column.server == "nea":
+        return nea_command(row.nea_app, port, *column.nea_args, python=python), row.nea_path
+    app = row.uvicorn_metered if column.metered else row.uvicorn_plain
+    return uvicorn_command(app, port, python=python), row.uvicorn_path
+
+
+def count(row: str, col: str, python: str, n: int, out: Path) -> int:
+    """Instructions callgrind collects while the server of a cell answers ``n`` requests and
+    shuts down; the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
+    port = free_port()  # here, not when the run is queued: the port stays free only briefly
+    command, path = _command(ROWS[row], COLUMNS[col], port, python)
+    log = out.with_name(out.name + ".log")
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    valgrind += [f"--callgrind-out-file={out}"]
+    with _server([*valgrind, *command], log) as proc:
+        what = f"{Path(command[0]).name} {' '.join(command[1:4])} under callgrind (log: {log})"
+        try:
+            wait_until_listening(proc, port, STARTUP_TIMEOUT_S, what)
+        except SystemExit as exc:
+            raise BenchError(str(exc)) from None
+        # Listening is not ready: nea binds before it imports the app. Warm-up requests, on
+        # their own connection, finish start-up and the first-request work before counting.
+        _send_requests(port, path, WARMUP_REQUESTS)
+        on = subprocess.run(
+            ["callgrind_control", "--instr=on", str(proc.pid)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if on.returncode != 0 or "OK" not in on.stdout:
+            raise BenchError(f"callgrind_control could not switch instrumentation on: {on.stdout}")
+        _send_requests(port, path, n)
+        if proc.poll() is not None:  # e.g. it could not bind: someone else answered
+            raise BenchError(f"{what} exited during the run, status {proc.returncode}")
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{what} did not stop within {SHUTDOWN_TIMEOUT_S} s") from None
+    found = re.search(r"Collected : (\d+)", log.read_text(errors="replace"))
+    if found is None:
+        raise BenchError(f"no instruction count in {log} (exit status {proc.returncode})")
+    return int(found.group(1))
+
+
+def measure(
+    cells: list[tuple[str, str]],
+    requests: dict[str, int],
+    python: str,
+    jobs: int,
+    keep: Path | None,
+) -> dict[tuple[str, str], float]:
+    """Instructions per request of every (row, column) cell; ``jobs`` servers at a time.
+    With ``keep``, the callgrind profiles stay there as ``callgrind.ROW.COLUMN.REQUESTS``."""
+    results: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="nea-instructions-") as tmp:
+        outdir = keep or Path(tmp)
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        futures: dict[tuple[str, str], tuple[Future[int], Future[int]]] = {}
+        try:
+            for row, col in cells:
+                n = requests[row]
+                runs = []
+                for k in (n, 2 * n):  # submitted together: they run at the same time
+                    out = outdir / f"callgrind.{row}.{col}.{k}"
+                    runs.append(pool.submit(count, row, col, python, k, out))
+                futures[row, col] = (runs[0], runs[1])
+            for (row, col), (once, twice) in futures.items():
+                results[row, col] = (twice.result() - once.result()) / requests[row]
+                print(f"  measured {row:5} {COLUMNS[col].label}", file=sys.stderr, flush=True)
+        finally:
+            for pair in futures.values():
+                for future in pair:
+                    future.cancel()
+            _kill_all()
+            pool.shutdown(wait=True)
+    return results
+
+
+def _select(only: str | None) -> tuple[list[str], list[str]]:
+    if not only:
+        return list(ROWS), list(COLUMNS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS and name not in COLUMNS]
+    if unknown:
+        raise BenchError(
+            f"--only: unknown {', '.join(unknown)}; rows are {', '.join(ROWS)}, "
+            f"columns are {', '.join(COLUMNS)}"
+        )
+    rows = [name for name in ROWS if name in names] or list(ROWS)
+    cols = [name for name in COLUMNS if name in names] or list(COLUMNS)
+    return rows, cols
+
+
+def _preflight(python: str) -> str:
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not on PATH: install valgrind (apt-get install valgrind)")
+    probe = subprocess.run(
+        [python, "-c", "import sys, nea.meter; print(sys.version.split()[0], nea.meter.backend())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchError(f"{python} cannot import nea ({last}); run make setup or pass --python")
+    version, backend = probe.stdout.split()
+    if backend != "native":
+        raise BenchError(f"{python}: nea's meter is {backend!r}, not native; build the extension")
+    return version
+
+
+def report(results: dict[tuple[str, str], float]) -> None:
+    print(f"{'row':6} {'server':36} {'instructions/request':>21} {'vs baseline':>12}")
+    for row in ROWS:
+        for col, column in COLUMNS.items():
+            if (row, col) not in results:
+                continue
+            value = results[row, col]
+            base = results.get((row, column.baseline)) if column.baseline else None
+            ratio = "(baseline)" if column.baseline is None else "(no baseline)"
+            if base is not None:
+                ratio = f"{value / base - 1:+.1%}".replace("%", " %")
+            print(f"{row:6} {column.label:36} {value:21,.0f} {ratio:>12}")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through measure(), which kills the servers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help="N, requests in the first run of every cell (the second sends 2N); default "
+        + ", ".join(f"{name} {row.requests}" for name, row in ROWS.items()),
+    )
+    parser.add_argument(
+        "--only",
+        help="comma-separated rows and/or columns to run (default all); rows: "
+        f"{', '.join(ROWS)}; columns: {', '.join(COLUMNS)}",
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the callgrind profiles in DIR (for callgrind_annotate); default: discard",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="servers under callgrind at once (default 2)"
+    )
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.requests is not None and args.requests < 1:
+            raise BenchError(f"--requests must be at least 1, got {args.requests}")
+        rows, cols = _select(args.only)
+        version = _preflight(args.python)
+        requests = {row: args.requests or ROWS[row].requests for row in rows}
+        started = time.monotonic()
+        print(
+            f"python {version}; callgrind, server side, N vs 2N sequential keep-alive requests: "
+            + ", ".join(f"{row} N={n}" for row, n in requests.items()),
+            flush=True,
+        )
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        cells = [(r, c) for r in rows for c in cols]
+        results = measure(cells, requests, args.python, args.jobs, args.keep)
+        report(results)
+        print(f"({time.monotonic() - started:.0f} s)")
+    except BenchError as exc:
+        raise SystemExit(f"bench/instructions.py: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("bench/instructions.py: interrupted; its servers are stopped") from None
+
+
+if __name__ == "__main__":
+    main()
