@@ -49,6 +49,8 @@ class Budget:
     __slots__ = ("__weakref__", "_handle", "_limit", "_meter")
 
     def __init__(self, limit: int | str) -> None:
+        # nea._admission builds per-request budgets with these same three fields without
+        # calling __init__ (a frame less per request): change both together.
         # A plain non-negative int is the per-request case: skip the parser's checks.
         self._limit = limit if type(limit) is int and limit >= 0 else parse_size(limit)
         self._meter: Meter = _select._active or active_meter()
