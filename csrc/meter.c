@@ -410,7 +410,7 @@ static void hook_free(void *ctx, void *ptr)
  * charges it once the old block is gone (so a move never counts both at once). */
 static void *new_block(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen, size_t size)
 {
-    void *p = s->region != RG_NONE ? nea_rg_alloc(&nea_region.slots[s->region], size) : NULL;
+    void *p = s->region != RG_NONE ? nea_rg_alloc_moved(&nea_region.slots[s->region], size) : NULL;
     return p != NULL ? p : table_alloc(d, idx, gen, size, 1, size, 0);
 }
 

@@ -194,8 +194,12 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 }
 
 /* Resize a block of the holder of its slot in place, when it stays in its class or is a
- * large run that can keep or take its pages; 0 when it cannot. */
+ * large run that can keep or take its pages (it is at the top, has room left from a
+ * move, or is followed by a free run); 0 when it cannot. */
 int nea_rg_resize_in_place(void *p, size_t new_size);
+/* A block of `size` bytes for a block that could not be resized in place: like
+ * nea_rg_alloc, but a large block gets room to grow in its run. */
+void *nea_rg_alloc_moved(rg_slot *rs, size_t size);
 
 /* ---- lifecycle (region.c) ---- */
 

@@ -3,6 +3,7 @@ resets, escapes, the fallback to the block table, resizes across region and tabl
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
 
@@ -149,6 +150,54 @@ def test_resizes_stay_exact_inside_the_owner(native_region: str) -> None:
         assert b.live < 256 * KiB
         del data
         assert b.live < 64 * KiB
+
+
+def _address(data: bytearray) -> int:
+    """Where a bytearray's buffer is now (the export ends before it is resized again)."""
+    view = (ctypes.c_char * len(data)).from_buffer(data)
+    address = ctypes.addressof(view)
+    del view
+    return address
+
+
+def _free_run_pages() -> int:
+    from nea import _meter
+
+    return sum(slot["free_run_pages"] for slot in _meter.region_slots() if slot["held"])
+
+
+def test_a_moved_large_block_grows_in_place_in_its_room(native_region: str) -> None:
+    with budget("64MiB") as b:
+        data = bytearray(20_000)  # a page run at the top of the slot
+        above = bytearray(20_000)  # another run above it: data cannot grow with the top
+        data += bytes(20_000)  # moves, and its new run has room to grow
+        moved = _address(data)
+        info = _region.info()
+        assert info["base"] <= moved < info["base"] + info["mapped"]
+        data += bytes(30_000)
+        assert _address(data) == moved
+        assert 70_000 <= b.live - len(above) < 70_000 + 16 * KiB
+        assert data == bytes(70_000)
+        del data, above
+        assert b.live < 16 * KiB
+
+
+def test_a_large_block_grows_into_the_free_run_after_it(native_region: str) -> None:
+    with budget("64MiB") as b:
+        data = bytearray(20_000)  # two pages
+        after = bytearray(100_000)  # seven pages, freed below: a free run after data
+        top = bytearray(20_000)  # keeps that free run below the top
+        start = _address(data)
+        del after
+        free_before = _free_run_pages()  # small blocks may carve pages from its tail
+        assert free_before >= 2
+        data += bytes(40_000)  # 60,000 and a little: four pages, two taken from the run
+        assert _address(data) == start
+        assert _free_run_pages() <= free_before - 2
+        assert 60_000 <= b.live - len(top) < 60_000 + 16 * KiB
+        del data[1_000:]  # shrunk to a class-sized block: moved out of the run
+        del data, top
+        assert b.live < 16 * KiB
 
 
 def test_an_escaped_region_block_resized_outside_any_budget_moves_out(
