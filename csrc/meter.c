@@ -51,17 +51,22 @@ typedef struct {
     uint64_t ver;
     uint64_t epoch;
     nea_slot *slot;           /* the open slot of the current budget, or NULL */
+    rg_slot *rs;              /* its region slot when it holds one, else NULL */
     uint32_t idx;
     uint64_t gen;
 } current_cache;
 static NEA_TLS current_cache cache;
 /* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
- * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled. */
+ * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled.
+ * A region slot pointer stays valid as long as its holder is open (the region is never
+ * remapped while a slot is held). */
 uint64_t nea_set_epoch = 1;
 
 /* Re-entrancy guard: set while a hook runs code that may allocate (the contextvar read,
  * the refusal site capture). Allocations made meanwhile are forwarded uncharged and
- * resizes are never refused. */
+ * resizes are never refused. The hot paths do not read it: whoever sets it also clears
+ * cache.epoch (no epoch is 0), so every lookup meanwhile misses, and the slow lookup
+ * checks the guard. */
 static NEA_TLS int in_hook;
 
 /* ---- charging ---------------------------------------------------------------------- */
@@ -131,6 +136,7 @@ static NEA_COLD int refuse(nea_slot *t, size_t size)
     uint64_t gen = t->gen;
     int saved = in_hook;
     in_hook = 1; /* the frame walk may allocate: forward those uncharged */
+    cache.epoch = 0;
     int line = 0;
     PyObject *code = NULL;
     int loop = made_by_loop(&code, &line);
@@ -220,7 +226,7 @@ uint64_t nea_slow_lookups; /* GIL; reported by table_info() */
 
 static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
-    if (ts == NULL || M.disabled)
+    if (ts == NULL || M.disabled || in_hook)
         return NULL;
     nea_slow_lookups++;
     /* Read before the call: anything the call does that changes the epoch (it may
@@ -228,6 +234,7 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     uint64_t epoch = set_epoch;
     PyObject *value = NULL;
     in_hook = 1;
+    cache.epoch = 0; /* see in_hook */
     int rc = PyContextVar_Get(M.var, NULL, &value);
     in_hook = 0;
     if (NEA_UNLIKELY(rc < 0))
@@ -246,20 +253,27 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     cache.ver = ts->context_ver;
     cache.epoch = epoch;
     cache.slot = s;
+    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region] : NULL;
     *idx = cache.idx;
     *gen = cache.gen;
     return s;
 }
 
-/* The hot path: one thread-state read and three compares when the cache is valid. A NULL
- * ts->context never matches (the slow path caches only a created context). */
+/* Is the cache right for this thread now? A NULL ts->context never matches (the slow
+ * path caches only a created context). */
+static NEA_INLINE int cache_hit(PyThreadState *ts)
+{
+    return ts != NULL && ts->context == cache.ctx && ts->context_ver == cache.ver &&
+           cache.epoch == set_epoch;
+}
+
+/* The open slot of the current budget, from the cache when it is right. */
 static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
 {
-    if (NEA_LIKELY(M.open_count == 0) || in_hook)
+    if (NEA_LIKELY(M.open_count == 0))
         return NULL;
     PyThreadState *ts = NEA_TSTATE();
-    if (NEA_UNLIKELY(ts == NULL || ts->context != cache.ctx || ts->context_ver != cache.ver ||
-                     cache.epoch != set_epoch))
+    if (NEA_UNLIKELY(!cache_hit(ts)))
         return current_slot_slow(ts, idx, gen);
     *idx = cache.idx;
     *gen = cache.gen;
@@ -348,9 +362,11 @@ static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
     return p;
 }
 
-static void *hook_malloc(void *ctx, size_t size)
+/* Everything but the hot case of hook_malloc (out of line, so the hot case saves no
+ * registers): the cache missed, no region, a large block, a new class page, near the
+ * limit. */
+static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
 {
-    domain_hook *d = ctx;
     uint32_t idx;
     uint64_t gen;
     nea_slot *s = current_slot(&idx, &gen);
@@ -358,6 +374,35 @@ static void *hook_malloc(void *ctx, size_t size)
         return d->prev.malloc(d->prev.ctx, size);
     void *p = holder_alloc(s, size);
     return NEA_LIKELY(p != NULL) ? p : hook_alloc_slow(d, s, idx, gen, size, 1, 0);
+}
+
+/* The hot case: budgets are open, the cache is right, and either no budget is current or
+ * the current one holds a region slot with a free small block of the size's class and is
+ * well under its limit (so nothing can be refused: no frame walk, no GC). */
+static void *hook_malloc(void *ctx, size_t size)
+{
+    domain_hook *d = ctx;
+    if (NEA_LIKELY(M.open_count == 0))
+        return d->prev.malloc(d->prev.ctx, size);
+    PyThreadState *ts = NEA_TSTATE();
+    if (NEA_LIKELY(cache_hit(ts))) {
+        nea_slot *s = cache.slot;
+        if (s == NULL)
+            return d->prev.malloc(d->prev.ctx, size);
+        rg_slot *rs = cache.rs;
+        if (NEA_LIKELY(rs != NULL && size - 1 < RG_SMALL_MAX && s->live <= s->limit &&
+                       size <= s->limit - s->live)) {
+            void *p = nea_rg_take_small(rs, size);
+            if (NEA_LIKELY(p != NULL)) {
+                s->live += size;
+                if (s->live > s->peak)
+                    s->peak = s->live;
+                s->allocations++;
+                return p;
+            }
+        }
+    }
+    return malloc_slow(d, size);
 }
 
 static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
@@ -388,19 +433,49 @@ static NEA_INLINE void region_free(void *ptr)
     }
 }
 
-static void hook_free(void *ctx, void *ptr)
+static NEA_COLD void region_free_slow(void *ptr) { region_free(ptr); }
+
+/* A block that is not a region block, while the block table holds blocks. */
+static NEA_COLD void table_free(domain_hook *d, void *ptr)
 {
-    domain_hook *d = ctx;
-    if (nea_region_contains(ptr)) {
-        region_free(ptr);
-        return;
-    }
-    if (ptr != NULL && nea_blocks.count != 0) {
+    if (ptr != NULL) {
         block_entry *e = nea_block_find((uintptr_t)ptr);
         if (e != NULL) {
             uncharge(e->owner, e->size);
             nea_block_delete(e);
         }
+    }
+    d->prev.free(d->prev.ctx, ptr);
+}
+
+/* The hot cases: a small region block of its slot's holder goes back to its class's free
+ * list and un-charges the holder; a block from outside the region, with no block
+ * recorded in the table, goes to the previous allocator. */
+static void hook_free(void *ctx, void *ptr)
+{
+    domain_hook *d = ctx;
+    if (nea_region_contains(ptr)) {
+        rg_page *pg = nea_rg_page(ptr);
+        rg_slot *rs = pg->rs;
+        uint64_t owner = pg->owner;
+        if (NEA_LIKELY(pg->cls != 0 && rs->owner == owner)) {
+            size_t size = pg->sizes[((uintptr_t)ptr & RG_PAGE_MASK) >> 4];
+            rg_class *k = &rs->cls[pg->cls];
+            pg->live--;
+            RG_UNPOISON(ptr, sizeof(char *));
+            *(char **)ptr = k->free;
+            k->free = ptr;
+            RG_POISON(ptr, nea_rg_class_size[pg->cls]);
+            nea_slot *t = &M.slots[OWNER_IDX(owner)];
+            t->live = t->live >= size ? t->live - size : 0;
+            return;
+        }
+        region_free_slow(ptr);
+        return;
+    }
+    if (NEA_UNLIKELY(nea_blocks.count != 0)) {
+        table_free(d, ptr);
+        return;
     }
     d->prev.free(d->prev.ctx, ptr);
 }

@@ -135,6 +135,7 @@ static void init_run(rg_slot *rs, rg_page *pg, uint32_t n, uint16_t cls)
     pg->next = NULL;
     pg->size = 0;
     pg->slot = (uint32_t)(rs - nea_region.slots);
+    pg->rs = rs;
     pg->npages = n;
     pg->live = 0;
     pg->cls = cls;
@@ -215,6 +216,7 @@ static void add_free_run(rg_slot *rs, uint32_t i, uint32_t n)
     run->owner = rs->owner;
     run->size = 0;
     run->slot = (uint32_t)(rs - nea_region.slots);
+    run->rs = rs;
     run->npages = n;
     run->live = 0;
     run->cls = RG_FREE_RUN;
@@ -244,7 +246,7 @@ static int grow_into_next(rg_slot *rs, rg_page *pg, uint32_t i, uint32_t n)
 int nea_rg_resize_in_place(void *p, size_t new_size)
 {
     rg_page *pg = nea_rg_page(p);
-    rg_slot *rs = &nea_region.slots[pg->slot];
+    rg_slot *rs = pg->rs;
     if (new_size == 0)
         return 0; /* never a region block (see nea_rg_alloc) */
     if (pg->cls != 0) {

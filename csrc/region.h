@@ -47,6 +47,8 @@
 #define RG_NONE UINT32_MAX
 #define RG_NOBODY UINT64_MAX                /* owner word of a slot nobody holds */
 
+struct rg_slot;
+
 /* The header at the start of every page run, inside the region. */
 typedef struct rg_page {
     uint64_t owner;           /* owner word of the budget that carved the run */
@@ -57,7 +59,8 @@ typedef struct rg_page {
     uint32_t live;            /* live blocks in the run */
     uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
     uint16_t pad_[1];
-    char pad2_[RG_META - 40];
+    struct rg_slot *rs;       /* &nea_region.slots[slot] (the hot paths skip the multiply) */
+    char pad2_[RG_META - 48];
     uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
 } rg_page;
 
@@ -68,7 +71,7 @@ typedef struct {
 } rg_class;
 
 /* One slot's bookkeeping (libc memory). */
-typedef struct {
+typedef struct rg_slot {
     char *start;
     uint64_t owner;           /* owner word of the holder while held, else RG_NOBODY */
     rg_page *runs;            /* free page runs below top */
@@ -125,13 +128,10 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c);
 void *nea_rg_alloc_large(rg_slot *rs, size_t size);
 void nea_rg_free_large(rg_slot *rs, rg_page *pg);
 
-/* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it.
- * Zero-byte blocks are never region blocks: every region block is charged at least one
- * byte, so a holder with nothing charged has nothing live in its slot. */
-static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
+/* A small block (1..RG_SMALL_MAX bytes) of slot `rs` (held) from its class's free list or
+ * the class page's bump pointer; NULL when the class needs a new page (nea_rg_alloc). */
+static NEA_INLINE void *nea_rg_take_small(rg_slot *rs, size_t size)
 {
-    if (NEA_UNLIKELY(size - 1 >= RG_SMALL_MAX)) /* 0 wraps around */
-        return size == 0 ? NULL : nea_rg_alloc_large(rs, size);
     unsigned c = nea_rg_class_of[(size - 1) >> 4];
     rg_class *k = &rs->cls[c];
     char *b = k->free;
@@ -144,11 +144,30 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
         k->bump += nea_rg_class_size[c];
     }
     else {
-        b = nea_rg_new_page(rs, c);
-        if (b == NULL)
-            return NULL;
+        return NULL;
     }
     RG_POISON(b, nea_rg_class_size[c]);
+    RG_UNPOISON(b, size);
+    rg_page *pg = nea_rg_page(b);
+    pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
+    pg->live++;
+    return b;
+}
+
+/* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it.
+ * Zero-byte blocks are never region blocks: every region block is charged at least one
+ * byte, so a holder with nothing charged has nothing live in its slot. */
+static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
+{
+    if (NEA_UNLIKELY(size - 1 >= RG_SMALL_MAX)) /* 0 wraps around */
+        return size == 0 ? NULL : nea_rg_alloc_large(rs, size);
+    void *b = nea_rg_take_small(rs, size);
+    if (b != NULL)
+        return b;
+    b = nea_rg_new_page(rs, nea_rg_class_of[(size - 1) >> 4]);
+    if (b == NULL)
+        return NULL;
+    RG_POISON(b, nea_rg_class_size[nea_rg_class_of[(size - 1) >> 4]]);
     RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
@@ -163,7 +182,7 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
 static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
-    rg_slot *rs = &nea_region.slots[pg->slot];
+    rg_slot *rs = pg->rs;
     *owner = pg->owner;
     pg->live--;
     if (NEA_LIKELY(pg->cls != 0)) {
