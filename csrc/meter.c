@@ -376,9 +376,27 @@ static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
     return NEA_LIKELY(p != NULL) ? p : hook_alloc_slow(d, s, idx, gen, size, 1, 0);
 }
 
-/* The hot case: budgets are open, the cache is right, and either no budget is current or
- * the current one holds a region slot with a free small block of the size's class and is
- * well under its limit (so nothing can be refused: no frame walk, no GC). */
+/* The hot case of an allocation: a small block from the current budget's region slot.
+ * Applies when the budget holds one and stays within its limit with `size` more (then
+ * nothing can be refused: no frame walk, no GC); `live + size` cannot wrap, size is at
+ * most RG_SMALL_MAX. NULL: take the general path. */
+static NEA_INLINE void *fast_small(nea_slot *s, rg_slot *rs, size_t size)
+{
+    size_t live = s->live + size;
+    if (!(rs != NULL && size - 1 < RG_SMALL_MAX && live <= s->limit))
+        return NULL;
+    void *p = nea_rg_take_small(rs, size);
+    if (NEA_LIKELY(p != NULL)) {
+        s->live = live;
+        if (live > s->peak)
+            s->peak = live;
+        s->allocations++;
+    }
+    return p;
+}
+
+/* The hot cases: no budgets open; the cache is right and no budget is current (the
+ * server's own work), or fast_small applies. */
 static void *hook_malloc(void *ctx, size_t size)
 {
     domain_hook *d = ctx;
@@ -389,25 +407,15 @@ static void *hook_malloc(void *ctx, size_t size)
         nea_slot *s = cache.slot;
         if (s == NULL)
             return d->prev.malloc(d->prev.ctx, size);
-        rg_slot *rs = cache.rs;
-        if (NEA_LIKELY(rs != NULL && size - 1 < RG_SMALL_MAX && s->live <= s->limit &&
-                       size <= s->limit - s->live)) {
-            void *p = nea_rg_take_small(rs, size);
-            if (NEA_LIKELY(p != NULL)) {
-                s->live += size;
-                if (s->live > s->peak)
-                    s->peak = s->live;
-                s->allocations++;
-                return p;
-            }
-        }
+        void *p = fast_small(s, cache.rs, size);
+        if (NEA_LIKELY(p != NULL))
+            return p;
     }
     return malloc_slow(d, size);
 }
 
-static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+static NEA_COLD void *calloc_slow(domain_hook *d, size_t nelem, size_t elsize)
 {
-    domain_hook *d = ctx;
     uint32_t idx;
     uint64_t gen;
     nea_slot *s = current_slot(&idx, &gen);
@@ -419,6 +427,26 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
             return memset(p, 0, nelem * elsize);
     }
     return hook_alloc_slow(d, s, idx, gen, nelem, elsize, 1);
+}
+
+static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    domain_hook *d = ctx;
+    if (NEA_LIKELY(M.open_count == 0))
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    PyThreadState *ts = NEA_TSTATE();
+    if (NEA_LIKELY(cache_hit(ts))) {
+        nea_slot *s = cache.slot;
+        if (s == NULL)
+            return d->prev.calloc(d->prev.ctx, nelem, elsize);
+        if (NEA_LIKELY(nelem <= RG_SMALL_MAX && elsize <= RG_SMALL_MAX)) { /* no wrap */
+            size_t size = nelem * elsize;
+            void *p = fast_small(s, cache.rs, size);
+            if (NEA_LIKELY(p != NULL))
+                return memset(p, 0, size);
+        }
+    }
+    return calloc_slow(d, nelem, elsize);
 }
 
 /* Free a region block and un-charge its owner (nobody, when it escaped its budget). A
