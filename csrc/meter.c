@@ -291,6 +291,74 @@ int nea_meter_set_current(PyObject *value)
     return 0;
 }
 
+/* Per thread: the current-budget lookup of the context last run through nea_meter_run.
+ * It holds a strong reference to that context, so a context at the same address is the
+ * same context; its budget can change only through nea_meter_set_current (the epoch). */
+typedef struct {
+    PyObject *ctx;            /* strong ref, or NULL */
+    uint64_t epoch;
+    nea_slot *slot;
+    rg_slot *rs;
+    uint32_t idx;
+    uint64_t gen;
+} run_memo;
+static NEA_TLS run_memo memo;
+
+static void cache_from_memo(PyThreadState *ts)
+{
+    cache.ctx = memo.ctx;
+    cache.ver = ts->context_ver;
+    cache.epoch = memo.epoch;
+    cache.slot = memo.slot;
+    cache.rs = memo.rs;
+    cache.idx = memo.idx;
+    cache.gen = memo.gen;
+}
+
+/* Returns the context the memo held before when it now holds `context` (the caller
+ * releases it), else NULL. */
+static PyObject *memo_from_cache(PyObject *context)
+{
+    PyObject *old = NULL;
+    if (memo.ctx != context) {
+        old = memo.ctx;
+        memo.ctx = Py_NewRef(context);
+    }
+    memo.epoch = cache.epoch;
+    memo.slot = cache.slot;
+    memo.rs = cache.rs;
+    memo.idx = cache.idx;
+    memo.gen = cache.gen;
+    return old;
+}
+
+PyObject *nea_meter_run(PyObject *context, PyObject *callable, PyObject *const *args,
+                        size_t nargsf, PyObject *kwnames)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    int outer_valid = cache_hit(ts);
+    current_cache outer = cache;
+    if (PyContext_Enter(context) < 0)
+        return NULL;
+    if (memo.ctx == context && memo.epoch == set_epoch)
+        cache_from_memo(ts);
+    PyObject *result = PyObject_Vectorcall(callable, args, nargsf, kwnames);
+    PyObject *old = NULL;
+    if (cache_hit(ts) && ts->context == context)
+        old = memo_from_cache(context);
+    if (PyContext_Exit(context) < 0) {
+        Py_CLEAR(result);
+    }
+    else if (outer_valid && outer.epoch == set_epoch && ts->context == outer.ctx) {
+        /* Back in the context we entered from, which cannot have changed meanwhile:
+         * nothing can set a variable in a context that is not current. */
+        cache = outer;
+        cache.ver = ts->context_ver;
+    }
+    Py_XDECREF(old);
+    return result;
+}
+
 /* ---- hooks ------------------------------------------------------------------------- */
 
 /* Table path: allocate from the previous allocator and record the block. */

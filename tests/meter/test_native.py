@@ -486,3 +486,80 @@ def test_a_budget_entered_while_tracemalloc_traces_above_the_hooks_is_charged(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "True"]
+
+
+def test_run_charges_the_entered_contexts_budget_and_keeps_the_lookups_cached(
+    native: str,
+) -> None:
+    # The server runs its work for a request in its own context (no budget there) with
+    # _meter.run; back in the request, allocations are charged to the request again.
+    ext = _meter_ext()
+    server = contextvars.copy_context()
+    kept: list[bytearray] = []
+
+    def server_work() -> None:
+        kept.append(bytearray(100_000))
+
+    with budget("16MiB") as b:
+        for _ in range(3):  # the first runs remember both contexts' lookups
+            ext.run(server, server_work)
+        lookups = ext.table_info()["slow_lookups"]
+        for _ in range(50):
+            ext.run(server, server_work)
+            mine = bytearray(10_000)
+            assert 10_000 <= b.live < 10_000 + SLACK
+            del mine
+        assert ext.table_info()["slow_lookups"] == lookups
+        assert b.live < SLACK
+    assert len(kept) == 53
+
+
+def test_run_sees_budgets_opened_and_closed_inside_and_outside(native: str) -> None:
+    ext = _meter_ext()
+    inner = contextvars.copy_context()  # no budget in it
+
+    def in_a_budget() -> int:
+        with budget("16MiB") as nested:
+            data = bytearray(200_000)
+            live = nested.live
+            del data
+        return live
+
+    def allocate() -> bytearray:
+        return bytearray(300_000)
+
+    with budget("16MiB") as outer:
+        assert ext.run(inner, in_a_budget) >= 200_000
+        assert outer.live < SLACK  # the budget inside the run was not nested in outer
+        data = ext.run(inner, allocate)
+        assert outer.live < SLACK
+        with budget("16MiB") as second:  # opened between runs: run must not use stale lookups
+            assert len(ext.run(inner, allocate)) == 300_000
+            more = bytearray(300_000)
+            assert 300_000 <= second.live < 300_000 + SLACK
+            del more
+        del data
+    with budget("16MiB") as b:
+        ctx = contextvars.copy_context()  # a budget is current in this one
+    with budget("16MiB") as third:
+        got = ext.run(ctx, allocate)
+        assert third.live < SLACK  # charged to b's context, and b is closed: nobody
+        del got
+    assert b.statistics().retained == 0
+
+
+def test_run_passes_arguments_and_exceptions_like_context_run(native: str) -> None:
+    ext = _meter_ext()
+    ctx = contextvars.copy_context()
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+
+    def f(a: int, b: int = 0) -> int:
+        var.set(a + b)
+        return a + b
+
+    assert ext.run(ctx, f, 1, b=2) == 3
+    assert ctx[var] == 3 and var.get() == 0
+    with pytest.raises(ZeroDivisionError):
+        ext.run(ctx, lambda: 1 / 0)
+    with pytest.raises(TypeError, match="expected a contextvars.Context"):
+        ext.run(object(), f)
