@@ -33,11 +33,15 @@
 #define NEA_TLS _Thread_local
 #endif
 
+/* The thread state, through a pointer of our own: one indirect call instead of a call to
+ * the PLT stub and its jump (CPython exports no inline way to read it). Not static, so
+ * the compiler cannot fold it back into a direct call. */
 #if PY_VERSION_HEX >= 0x030D0000
-#define NEA_TSTATE() PyThreadState_GetUnchecked()
+NEA_HIDDEN PyThreadState *(*nea_get_tstate)(void) = PyThreadState_GetUnchecked;
 #else
-#define NEA_TSTATE() _PyThreadState_UncheckedGet()
+NEA_HIDDEN PyThreadState *(*nea_get_tstate)(void) = _PyThreadState_UncheckedGet;
 #endif
+#define NEA_TSTATE() nea_get_tstate()
 
 #define M nea_M
 #define set_epoch nea_set_epoch
@@ -562,8 +566,8 @@ static void hook_free(void *ctx, void *ptr)
             *(char **)ptr = k->free;
             k->free = ptr;
             RG_POISON(ptr, nea_rg_class_size[pg->cls]);
-            nea_slot *t = &M.slots[OWNER_IDX(owner)];
-            t->live = t->live >= size ? t->live - size : 0;
+            size_t *live = rs->holder_live;
+            *live = *live >= size ? *live - size : 0;
             return;
         }
         region_free_slow(ptr);

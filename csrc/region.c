@@ -514,6 +514,7 @@ void nea_region_close(uint32_t r, size_t live)
     rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;
+    rs->holder_live = NULL;
     nea_region.held--;
     /* LIFO: the slot just used is the warmest in the caches. */
     rs->next_free = nea_region.free_head;

@@ -74,6 +74,7 @@ typedef struct {
 typedef struct rg_slot {
     char *start;
     uint64_t owner;           /* owner word of the holder while held, else RG_NOBODY */
+    size_t *holder_live;      /* the holder's `live` while held (meter.c keeps it right) */
     rg_page *runs;            /* free page runs below top */
     uint32_t top;             /* pages [0, top) have been carved */
     uint32_t touched;         /* pages possibly resident (high-water of top since release) */
