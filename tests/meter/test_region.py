@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import random
+import sys
 import threading
 
 import pytest
@@ -270,3 +272,28 @@ def test_a_disallowed_region_serves_nobody(native_region: str) -> None:
         assert _region.info()["served"] == before
     finally:
         _meter.region_allow(True)
+
+
+def test_random_large_resizes_keep_contents_and_accounting(native_region: str) -> None:
+    # Large runs moving with room, growing into free runs after them and giving back
+    # tails, interleaved with frees: contents survive and live follows the lengths.
+    rng = random.Random(6)
+    with budget("64MiB") as b:
+        blocks: list[bytearray] = []
+        for step in range(600):
+            kind = rng.random()
+            if kind < 0.3 or not blocks:
+                blocks.append(bytearray([step % 251]) * rng.randrange(5_000, 60_000))
+            elif kind < 0.6:
+                i = rng.randrange(len(blocks))
+                blocks[i].extend(bytes([blocks[i][0]]) * rng.randrange(1_000, 40_000))
+            elif kind < 0.75:
+                i = rng.randrange(len(blocks))
+                del blocks[i][rng.randrange(4_097, len(blocks[i]) + 1) :]
+            else:
+                blocks.pop(rng.randrange(len(blocks)))
+            total = sum(sys.getsizeof(block) for block in blocks)  # with over-allocation
+            assert total <= b.live < total + 64 * KiB
+        assert all(block == bytes([block[0]]) * len(block) for block in blocks)
+        del blocks
+        assert b.live < 64 * KiB
