@@ -659,13 +659,10 @@ static void *realloc_owned(domain_hook *d, void *ptr, block_entry saved, size_t 
     return p;
 }
 
-static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+static NEA_COLD void *realloc_slow(domain_hook *d, void *ptr, size_t new_size)
 {
-    domain_hook *d = ctx;
     if (ptr == NULL)
-        return hook_malloc(ctx, new_size);
-    if (nea_region_contains(ptr))
-        return region_realloc(d, ptr, new_size);
+        return hook_malloc(d, new_size);
     block_entry *e = nea_blocks.count != 0 ? nea_block_find((uintptr_t)ptr) : NULL;
     if (e != NULL && slot_at(OWNER_IDX(e->owner), OWNER_GEN(e->owner)) != NULL) {
         block_entry saved = *e;
@@ -702,6 +699,24 @@ static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
     if (s != NULL)
         charge(s, new_size);
     return p;
+}
+
+/* The hot cases: a region block (its own path); a block from outside the region, with
+ * no block recorded in the table and no budget current (the server's own work), goes to
+ * the previous allocator. */
+static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+{
+    domain_hook *d = ctx;
+    if (nea_region_contains(ptr))
+        return region_realloc(d, ptr, new_size);
+    if (NEA_LIKELY(nea_blocks.count == 0)) {
+        if (M.open_count == 0)
+            return d->prev.realloc(d->prev.ctx, ptr, new_size);
+        PyThreadState *ts = NEA_TSTATE();
+        if (NEA_LIKELY(cache_hit(ts) && cache.slot == NULL))
+            return d->prev.realloc(d->prev.ctx, ptr, new_size);
+    }
+    return realloc_slow(d, ptr, new_size);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------- */
