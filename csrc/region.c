@@ -222,6 +222,7 @@ static void add_free_run(rg_slot *rs, uint32_t i, uint32_t n)
     run->cls = RG_FREE_RUN;
     run->next = rs->runs;
     rs->runs = run;
+    RG_POISON((char *)run + RG_META, ((size_t)n << RG_PAGE_SHIFT) - RG_META);
 }
 
 /* Let the large run `pg` (page i, not at the top) take n pages: it already has them, or
