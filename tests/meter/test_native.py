@@ -561,5 +561,5 @@ def test_run_passes_arguments_and_exceptions_like_context_run(native: str) -> No
     assert ctx[var] == 3 and var.get() == 0
     with pytest.raises(ZeroDivisionError):
         ext.run(ctx, lambda: 1 / 0)
-    with pytest.raises(TypeError, match=r"expected a contextvars\.Context"):
+    with pytest.raises(TypeError, match="expected a contextvars.Context"):
         ext.run(object(), f)
