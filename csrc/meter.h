@@ -82,13 +82,6 @@ void nea_meter_disable(void);               /* at exit: stop charging */
 /* Set the `current` contextvar; the only way nea changes it (keeps the hook's cache
  * right). -1 with an exception. */
 int nea_meter_set_current(PyObject *value);
-/* context.run(callable, *args) that keeps the hooks' current-budget cache right for both
- * contexts (the server runs its own work for a request in its own context this way):
- * the cache of the context entered from is restored on exit, and the entered context's
- * lookup is remembered (with a strong reference) for the next run. New reference or
- * NULL with an exception. */
-PyObject *nea_meter_run(PyObject *context, PyObject *callable, PyObject *const *args,
-                        size_t nargsf, PyObject *kwnames);
 /* Code objects whose frames are the event loop's dispatch (tuple); see meter.c. */
 int nea_meter_set_loop_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */

@@ -174,23 +174,6 @@ static PyObject *meter_set_loop_frames(PyObject *Py_UNUSED(m), PyObject *codes)
     Py_RETURN_NONE;
 }
 
-/* run(context, callable, *args, **kwargs): context.run(...), keeping the meter's cache. */
-static PyObject *meter_run(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames)
-{
-    if (nargs < 2) {
-        PyErr_Format(PyExc_TypeError, "run() takes (context, callable, *args), got %zd "
-                     "positional arguments", nargs);
-        return NULL;
-    }
-    if (!PyContext_CheckExact(args[0])) {
-        PyErr_Format(PyExc_TypeError, "run(): expected a contextvars.Context, got %s",
-                     Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    return nea_meter_run(args[0], args[1], args + 2, (size_t)(nargs - 2), kwnames);
-}
-
 static PyObject *meter_installed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(nea_meter_installed());
@@ -463,9 +446,6 @@ static PyObject *meter_region_slots(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(
 
 static PyMethodDef meter_methods[] = {
     {"install", meter_install, METH_NOARGS, "Hook the MEM and OBJ allocator domains."},
-    {"run", (PyCFunction)(void (*)(void))meter_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(context, callable, *args, **kwargs): context.run(callable, *args, **kwargs), "
-     "keeping the meter's current-budget cache right for both contexts."},
     {"installed", meter_installed, METH_NOARGS, "True while the hooks are in place."},
     {"set_current", meter_set_current, METH_O,
      "set_current(handle_or_None): set the `current` contextvar (never set it directly)."},

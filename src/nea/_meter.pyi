@@ -1,11 +1,8 @@
 """Type stub for the C extension ``nea._meter`` (csrc/module.c, csrc/meter.c)."""
 
-from collections.abc import Callable
-from contextvars import Context, ContextVar
+from contextvars import ContextVar
 from types import CodeType
-from typing import Any, TypeVar, final
-
-_T = TypeVar("_T")
+from typing import Any, final
 
 current: ContextVar[Handle | None]
 GRACE_BYTES: int
@@ -32,7 +29,6 @@ _SnapshotTuple = tuple[int, int, int, int, int, int, bool, int, str | None]
 
 def install() -> None: ...
 def installed() -> bool: ...
-def run(context: Context, callable: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T: ...
 def disable() -> None: ...
 def set_current(handle: Handle | None, /) -> None: ...
 def set_loop_frames(codes: tuple[CodeType, ...], /) -> None: ...
