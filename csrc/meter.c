@@ -492,7 +492,7 @@ static void hook_free(void *ctx, void *ptr)
         uint64_t owner = pg->owner;
         if (NEA_LIKELY(pg->cls != 0 && rs->owner == owner)) {
             size_t size = pg->sizes[((uintptr_t)ptr & RG_PAGE_MASK) >> 4];
-            rg_class *k = &rs->cls[pg->cls];
+            rg_class *k = (rg_class *)((char *)rs + pg->cls_off);
             pg->live--;
             RG_UNPOISON(ptr, sizeof(char *));
             *(char **)ptr = k->free;

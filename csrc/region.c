@@ -46,6 +46,7 @@ rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
  * rounding waste stays under 1/8 of a block past 512 bytes). */
 uint32_t nea_rg_class_size[RG_NCLASS + 1];
 uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4];
+rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4];
 
 static void init_classes(void)
 {
@@ -64,6 +65,8 @@ static void init_classes(void)
         while (nea_rg_class_size[c] < (i + 1) * 16)
             c++;
         of[i] = (uint8_t)c;
+        nea_rg_class_at[i].off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
+        nea_rg_class_at[i].size = (uint16_t)nea_rg_class_size[c];
     }
 }
 
@@ -149,6 +152,7 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c)
         return NULL;
     }
     init_run(rs, pg, 1, (uint16_t)c);
+    pg->cls_off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
     rs->used |= UINT64_C(1) << c;
     rg_class *k = &rs->cls[c];
     char *first = (char *)pg + RG_HDR;

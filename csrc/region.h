@@ -58,7 +58,7 @@ typedef struct rg_page {
     uint32_t npages;          /* run length in pages (1 for class pages) */
     uint32_t live;            /* live blocks in the run */
     uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
-    uint16_t pad_[1];
+    uint16_t cls_off;         /* class page: offsetof(rg_slot, cls[cls]) */
     struct rg_slot *rs;       /* &nea_region.slots[slot] (the hot paths skip the multiply) */
     char pad2_[RG_META - 48];
     uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
@@ -104,6 +104,13 @@ typedef struct {
 
 extern rg_region nea_region NEA_HIDDEN;
 extern uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4] NEA_HIDDEN;
+/* By (size - 1) >> 4 as nea_rg_class_of: where the class's state is in an rg_slot and its
+ * block size, in one load (the allocation fast path). */
+typedef struct {
+    uint16_t off;             /* offsetof(rg_slot, cls[c]) */
+    uint16_t size;            /* nea_rg_class_size[c] */
+} rg_class_ref;
+extern rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4] NEA_HIDDEN;
 extern uint32_t nea_rg_class_size[RG_NCLASS + 1] NEA_HIDDEN;
 
 static NEA_INLINE int nea_region_contains(const void *p)
@@ -133,21 +140,21 @@ void nea_rg_free_large(rg_slot *rs, rg_page *pg);
  * the class page's bump pointer; NULL when the class needs a new page (nea_rg_alloc). */
 static NEA_INLINE void *nea_rg_take_small(rg_slot *rs, size_t size)
 {
-    unsigned c = nea_rg_class_of[(size - 1) >> 4];
-    rg_class *k = &rs->cls[c];
+    rg_class_ref ref = nea_rg_class_at[(size - 1) >> 4];
+    rg_class *k = (rg_class *)((char *)rs + ref.off);
     char *b = k->free;
     if (b != NULL) {
         RG_UNPOISON(b, sizeof(char *));
         k->free = *(char **)b;
     }
-    else if (k->bump + nea_rg_class_size[c] <= k->limit) {
+    else if (k->bump + ref.size <= k->limit) {
         b = k->bump;
-        k->bump += nea_rg_class_size[c];
+        k->bump += ref.size;
     }
     else {
         return NULL;
     }
-    RG_POISON(b, nea_rg_class_size[c]);
+    RG_POISON(b, ref.size);
     RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
