@@ -140,21 +140,21 @@ void nea_rg_free_large(rg_slot *rs, rg_page *pg);
  * the class page's bump pointer; NULL when the class needs a new page (nea_rg_alloc). */
 static NEA_INLINE void *nea_rg_take_small(rg_slot *rs, size_t size)
 {
-    rg_class_ref ref = nea_rg_class_at[(size - 1) >> 4];
-    rg_class *k = (rg_class *)((char *)rs + ref.off);
+    const rg_class_ref *ref = &nea_rg_class_at[(size - 1) >> 4];
+    rg_class *k = (rg_class *)((char *)rs + ref->off);
     char *b = k->free;
     if (b != NULL) {
         RG_UNPOISON(b, sizeof(char *));
         k->free = *(char **)b;
     }
-    else if (k->bump + ref.size <= k->limit) {
+    else if (k->bump + ref->size <= k->limit) {
         b = k->bump;
-        k->bump += ref.size;
+        k->bump += ref->size;
     }
     else {
         return NULL;
     }
-    RG_POISON(b, ref.size);
+    RG_POISON(b, ref->size);
     RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
