@@ -33,11 +33,15 @@
 #define NEA_TLS _Thread_local
 #endif
 
+/* The thread state, through a pointer of our own: one indirect call instead of a call to
+ * the PLT stub and its jump (CPython exports no inline way to read it). Not static, so
+ * the compiler cannot fold it back into a direct call. */
 #if PY_VERSION_HEX >= 0x030D0000
-#define NEA_TSTATE() PyThreadState_GetUnchecked()
+NEA_HIDDEN PyThreadState *(*nea_get_tstate)(void) = PyThreadState_GetUnchecked;
 #else
-#define NEA_TSTATE() _PyThreadState_UncheckedGet()
+NEA_HIDDEN PyThreadState *(*nea_get_tstate)(void) = _PyThreadState_UncheckedGet;
 #endif
+#define NEA_TSTATE() nea_get_tstate()
 
 #define M nea_M
 #define set_epoch nea_set_epoch
@@ -51,17 +55,22 @@ typedef struct {
     uint64_t ver;
     uint64_t epoch;
     nea_slot *slot;           /* the open slot of the current budget, or NULL */
+    rg_slot *rs;              /* its region slot when it holds one, else NULL */
     uint32_t idx;
     uint64_t gen;
 } current_cache;
 static NEA_TLS current_cache cache;
 /* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
- * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled. */
+ * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled.
+ * A region slot pointer stays valid as long as its holder is open (the region is never
+ * remapped while a slot is held). */
 uint64_t nea_set_epoch = 1;
 
 /* Re-entrancy guard: set while a hook runs code that may allocate (the contextvar read,
  * the refusal site capture). Allocations made meanwhile are forwarded uncharged and
- * resizes are never refused. */
+ * resizes are never refused. The hot paths do not read it: whoever sets it also clears
+ * cache.epoch (no epoch is 0), so every lookup meanwhile misses, and the slow lookup
+ * checks the guard. */
 static NEA_TLS int in_hook;
 
 /* ---- charging ---------------------------------------------------------------------- */
@@ -131,6 +140,7 @@ static NEA_COLD int refuse(nea_slot *t, size_t size)
     uint64_t gen = t->gen;
     int saved = in_hook;
     in_hook = 1; /* the frame walk may allocate: forward those uncharged */
+    cache.epoch = 0;
     int line = 0;
     PyObject *code = NULL;
     int loop = made_by_loop(&code, &line);
@@ -220,7 +230,7 @@ uint64_t nea_slow_lookups; /* GIL; reported by table_info() */
 
 static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
-    if (ts == NULL || M.disabled)
+    if (ts == NULL || M.disabled || in_hook)
         return NULL;
     nea_slow_lookups++;
     /* Read before the call: anything the call does that changes the epoch (it may
@@ -228,6 +238,7 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     uint64_t epoch = set_epoch;
     PyObject *value = NULL;
     in_hook = 1;
+    cache.epoch = 0; /* see in_hook */
     int rc = PyContextVar_Get(M.var, NULL, &value);
     in_hook = 0;
     if (NEA_UNLIKELY(rc < 0))
@@ -246,20 +257,27 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     cache.ver = ts->context_ver;
     cache.epoch = epoch;
     cache.slot = s;
+    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region] : NULL;
     *idx = cache.idx;
     *gen = cache.gen;
     return s;
 }
 
-/* The hot path: one thread-state read and three compares when the cache is valid. A NULL
- * ts->context never matches (the slow path caches only a created context). */
+/* Is the cache right for this thread now? A NULL ts->context never matches (the slow
+ * path caches only a created context). */
+static NEA_INLINE int cache_hit(PyThreadState *ts)
+{
+    return ts != NULL && ts->context == cache.ctx && ts->context_ver == cache.ver &&
+           cache.epoch == set_epoch;
+}
+
+/* The open slot of the current budget, from the cache when it is right. */
 static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
 {
-    if (NEA_LIKELY(M.open_count == 0) || in_hook)
+    if (NEA_LIKELY(M.open_count == 0))
         return NULL;
     PyThreadState *ts = NEA_TSTATE();
-    if (NEA_UNLIKELY(ts == NULL || ts->context != cache.ctx || ts->context_ver != cache.ver ||
-                     cache.epoch != set_epoch))
+    if (NEA_UNLIKELY(!cache_hit(ts)))
         return current_slot_slow(ts, idx, gen);
     *idx = cache.idx;
     *gen = cache.gen;
@@ -348,9 +366,11 @@ static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
     return p;
 }
 
-static void *hook_malloc(void *ctx, size_t size)
+/* Everything but the hot case of hook_malloc (out of line, so the hot case saves no
+ * registers): the cache missed, no region, a large block, a new class page, near the
+ * limit. */
+static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
 {
-    domain_hook *d = ctx;
     uint32_t idx;
     uint64_t gen;
     nea_slot *s = current_slot(&idx, &gen);
@@ -360,9 +380,46 @@ static void *hook_malloc(void *ctx, size_t size)
     return NEA_LIKELY(p != NULL) ? p : hook_alloc_slow(d, s, idx, gen, size, 1, 0);
 }
 
-static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+/* The hot case of an allocation: a small block from the current budget's region slot.
+ * Applies when the budget holds one and stays within its limit with `size` more (then
+ * nothing can be refused: no frame walk, no GC); `live + size` cannot wrap, size is at
+ * most RG_SMALL_MAX. NULL: take the general path. */
+static NEA_INLINE void *fast_small(nea_slot *s, rg_slot *rs, size_t size)
+{
+    size_t live = s->live + size;
+    if (!(rs != NULL && size - 1 < RG_SMALL_MAX && live <= s->limit))
+        return NULL;
+    void *p = nea_rg_take_small(rs, size);
+    if (NEA_LIKELY(p != NULL)) {
+        s->live = live;
+        if (live > s->peak)
+            s->peak = live;
+        s->allocations++;
+    }
+    return p;
+}
+
+/* The hot cases: no budgets open; the cache is right and no budget is current (the
+ * server's own work), or fast_small applies. */
+static void *hook_malloc(void *ctx, size_t size)
 {
     domain_hook *d = ctx;
+    if (NEA_LIKELY(M.open_count == 0))
+        return d->prev.malloc(d->prev.ctx, size);
+    PyThreadState *ts = NEA_TSTATE();
+    if (NEA_LIKELY(cache_hit(ts))) {
+        nea_slot *s = cache.slot;
+        if (s == NULL)
+            return d->prev.malloc(d->prev.ctx, size);
+        void *p = fast_small(s, cache.rs, size);
+        if (NEA_LIKELY(p != NULL))
+            return p;
+    }
+    return malloc_slow(d, size);
+}
+
+static NEA_COLD void *calloc_slow(domain_hook *d, size_t nelem, size_t elsize)
+{
     uint32_t idx;
     uint64_t gen;
     nea_slot *s = current_slot(&idx, &gen);
@@ -374,6 +431,26 @@ static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
             return memset(p, 0, nelem * elsize);
     }
     return hook_alloc_slow(d, s, idx, gen, nelem, elsize, 1);
+}
+
+static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    domain_hook *d = ctx;
+    if (NEA_LIKELY(M.open_count == 0))
+        return d->prev.calloc(d->prev.ctx, nelem, elsize);
+    PyThreadState *ts = NEA_TSTATE();
+    if (NEA_LIKELY(cache_hit(ts))) {
+        nea_slot *s = cache.slot;
+        if (s == NULL)
+            return d->prev.calloc(d->prev.ctx, nelem, elsize);
+        if (NEA_LIKELY(nelem <= RG_SMALL_MAX && elsize <= RG_SMALL_MAX)) { /* no wrap */
+            size_t size = nelem * elsize;
+            void *p = fast_small(s, cache.rs, size);
+            if (NEA_LIKELY(p != NULL))
+                return memset(p, 0, size);
+        }
+    }
+    return calloc_slow(d, nelem, elsize);
 }
 
 /* Free a region block and un-charge its owner (nobody, when it escaped its budget). A
@@ -388,14 +465,12 @@ static NEA_INLINE void region_free(void *ptr)
     }
 }
 
-static void hook_free(void *ctx, void *ptr)
+static NEA_COLD void region_free_slow(void *ptr) { region_free(ptr); }
+
+/* A block that is not a region block, while the block table holds blocks. */
+static NEA_COLD void table_free(domain_hook *d, void *ptr)
 {
-    domain_hook *d = ctx;
-    if (nea_region_contains(ptr)) {
-        region_free(ptr);
-        return;
-    }
-    if (ptr != NULL && nea_blocks.count != 0) {
+    if (ptr != NULL) {
         block_entry *e = nea_block_find((uintptr_t)ptr);
         if (e != NULL) {
             uncharge(e->owner, e->size);
@@ -405,12 +480,44 @@ static void hook_free(void *ctx, void *ptr)
     d->prev.free(d->prev.ctx, ptr);
 }
 
+/* The hot cases: a small region block of its slot's holder goes back to its class's free
+ * list and un-charges the holder; a block from outside the region, with no block
+ * recorded in the table, goes to the previous allocator. */
+static void hook_free(void *ctx, void *ptr)
+{
+    domain_hook *d = ctx;
+    if (nea_region_contains(ptr)) {
+        rg_page *pg = nea_rg_page(ptr);
+        rg_slot *rs = pg->rs;
+        uint64_t owner = pg->owner;
+        if (NEA_LIKELY(pg->cls != 0 && rs->owner == owner)) {
+            size_t size = pg->sizes[((uintptr_t)ptr & RG_PAGE_MASK) >> 4];
+            rg_class *k = (rg_class *)((char *)rs + pg->cls_off);
+            pg->live--;
+            RG_UNPOISON(ptr, sizeof(char *));
+            *(char **)ptr = k->free;
+            k->free = ptr;
+            RG_POISON(ptr, nea_rg_class_size[pg->cls]);
+            size_t *live = rs->holder_live;
+            *live = *live >= size ? *live - size : 0;
+            return;
+        }
+        region_free_slow(ptr);
+        return;
+    }
+    if (NEA_UNLIKELY(nea_blocks.count != 0)) {
+        table_free(d, ptr);
+        return;
+    }
+    d->prev.free(d->prev.ctx, ptr);
+}
+
 /* A new block of `size` for the budget (idx, gen) (its slot `s`), from its region slot when
  * it has one and can serve it, else from the table path. Not charged yet: the caller
  * charges it once the old block is gone (so a move never counts both at once). */
 static void *new_block(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen, size_t size)
 {
-    void *p = s->region != RG_NONE ? nea_rg_alloc(&nea_region.slots[s->region], size) : NULL;
+    void *p = s->region != RG_NONE ? nea_rg_alloc_moved(&nea_region.slots[s->region], size) : NULL;
     return p != NULL ? p : table_alloc(d, idx, gen, size, 1, size, 0);
 }
 
@@ -484,13 +591,10 @@ static void *realloc_owned(domain_hook *d, void *ptr, block_entry saved, size_t 
     return p;
 }
 
-static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+static NEA_COLD void *realloc_slow(domain_hook *d, void *ptr, size_t new_size)
 {
-    domain_hook *d = ctx;
     if (ptr == NULL)
-        return hook_malloc(ctx, new_size);
-    if (nea_region_contains(ptr))
-        return region_realloc(d, ptr, new_size);
+        return hook_malloc(d, new_size);
     block_entry *e = nea_blocks.count != 0 ? nea_block_find((uintptr_t)ptr) : NULL;
     if (e != NULL && slot_at(OWNER_IDX(e->owner), OWNER_GEN(e->owner)) != NULL) {
         block_entry saved = *e;
@@ -527,6 +631,24 @@ static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
     if (s != NULL)
         charge(s, new_size);
     return p;
+}
+
+/* The hot cases: a region block (its own path); a block from outside the region, with
+ * no block recorded in the table and no budget current (the server's own work), goes to
+ * the previous allocator. */
+static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+{
+    domain_hook *d = ctx;
+    if (nea_region_contains(ptr))
+        return region_realloc(d, ptr, new_size);
+    if (NEA_LIKELY(nea_blocks.count == 0)) {
+        if (M.open_count == 0)
+            return d->prev.realloc(d->prev.ctx, ptr, new_size);
+        PyThreadState *ts = NEA_TSTATE();
+        if (NEA_LIKELY(cache_hit(ts) && cache.slot == NULL))
+            return d->prev.realloc(d->prev.ctx, ptr, new_size);
+    }
+    return realloc_slow(d, ptr, new_size);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------- */

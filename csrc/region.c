@@ -46,6 +46,7 @@ rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
  * rounding waste stays under 1/8 of a block past 512 bytes). */
 uint32_t nea_rg_class_size[RG_NCLASS + 1];
 uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4];
+rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4];
 
 static void init_classes(void)
 {
@@ -64,6 +65,8 @@ static void init_classes(void)
         while (nea_rg_class_size[c] < (i + 1) * 16)
             c++;
         of[i] = (uint8_t)c;
+        nea_rg_class_at[i].off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
+        nea_rg_class_at[i].size = (uint16_t)nea_rg_class_size[c];
     }
 }
 
@@ -135,6 +138,7 @@ static void init_run(rg_slot *rs, rg_page *pg, uint32_t n, uint16_t cls)
     pg->next = NULL;
     pg->size = 0;
     pg->slot = (uint32_t)(rs - nea_region.slots);
+    pg->rs = rs;
     pg->npages = n;
     pg->live = 0;
     pg->cls = cls;
@@ -148,6 +152,7 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c)
         return NULL;
     }
     init_run(rs, pg, 1, (uint16_t)c);
+    pg->cls_off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
     rs->used |= UINT64_C(1) << c;
     rg_class *k = &rs->cls[c];
     char *first = (char *)pg + RG_HDR;
@@ -195,10 +200,58 @@ void nea_rg_free_large(rg_slot *rs, rg_page *pg)
     rs->runs = pg;
 }
 
+/* Unlink the free run `run` from the slot's free-run list; 0 when it is not on it. */
+static int unlink_run(rg_slot *rs, rg_page *run)
+{
+    for (rg_page **link = &rs->runs; *link != NULL; link = &(*link)->next) {
+        if (*link == run) {
+            *link = run->next;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Put pages [i, i + n) (below top, holding nothing) on the free-run list. */
+static void add_free_run(rg_slot *rs, uint32_t i, uint32_t n)
+{
+    rg_page *run = page_at(rs, i);
+    RG_UNPOISON(run, RG_META); /* a run head's header stays readable (see init_run) */
+    run->owner = rs->owner;
+    run->size = 0;
+    run->slot = (uint32_t)(rs - nea_region.slots);
+    run->rs = rs;
+    run->npages = n;
+    run->live = 0;
+    run->cls = RG_FREE_RUN;
+    run->next = rs->runs;
+    rs->runs = run;
+    RG_POISON((char *)run + RG_META, ((size_t)n << RG_PAGE_SHIFT) - RG_META);
+}
+
+/* Let the large run `pg` (page i, not at the top) take n pages: it already has them, or
+ * the run that follows it is a free run with enough pages (the rest stays free). */
+static int grow_into_next(rg_slot *rs, rg_page *pg, uint32_t i, uint32_t n)
+{
+    if (n <= pg->npages)
+        return 1;
+    rg_page *next = page_at(rs, i + pg->npages);
+    uint32_t need = n - pg->npages;
+    if (next->cls != RG_FREE_RUN || next->npages < need)
+        return 0;
+    uint32_t next_n = next->npages;
+    if (!unlink_run(rs, next))
+        return 0;
+    if (next_n > need)
+        add_free_run(rs, i + n, next_n - need);
+    pg->npages = n;
+    return 1;
+}
+
 int nea_rg_resize_in_place(void *p, size_t new_size)
 {
     rg_page *pg = nea_rg_page(p);
-    rg_slot *rs = &nea_region.slots[pg->slot];
+    rg_slot *rs = pg->rs;
     if (new_size == 0)
         return 0; /* never a region block (see nea_rg_alloc) */
     if (pg->cls != 0) {
@@ -213,19 +266,52 @@ int nea_rg_resize_in_place(void *p, size_t new_size)
         return 0; /* a small block belongs in a class page */
     uint32_t n = pages_for(new_size);
     uint32_t i = page_index(rs, pg);
-    if (n != pg->npages) {
-        /* Only the run at the top can grow or shrink (bytearray growth, list appends). */
-        if (i + pg->npages != rs->top || n > nea_region.pages - i || ensure_rw(rs, i + n) < 0)
+    if (i + pg->npages == rs->top) {
+        /* The run at the top grows with top (bytearray growth, list appends); it keeps
+         * its pages when it shrinks a little (room from a move, see nea_rg_alloc_moved). */
+        if (n > pg->npages || n < pg->npages / 2) {
+            if (n > nea_region.pages - i || ensure_rw(rs, i + n) < 0)
+                return 0;
+            rs->top = i + n;
+            if (rs->top > rs->touched)
+                rs->touched = rs->top;
+            pg->npages = n;
+        }
+    }
+    else if (n > pg->npages) {
+        if (!grow_into_next(rs, pg, i, n))
             return 0;
-        rs->top = i + n;
-        if (rs->top > rs->touched)
-            rs->touched = rs->top;
+    }
+    else if (n < pg->npages / 2) {
+        /* Shrunk to less than half: give the tail back (a little is kept as growth room). */
+        add_free_run(rs, i + n, pg->npages - n);
         pg->npages = n;
     }
     RG_POISON(p, ((size_t)pg->npages << RG_PAGE_SHIFT) - RG_LARGE_HDR);
     RG_UNPOISON(p, new_size);
     pg->size = new_size;
     return 1;
+}
+
+void *nea_rg_alloc_moved(rg_slot *rs, size_t size)
+{
+    if (size <= RG_SMALL_MAX)
+        return nea_rg_alloc(rs, size);
+    /* A large block that had to move is growing (a list, a string being built): give it
+     * a run of twice the pages it needs, so the next resizes happen in place (list and
+     * string growth add 1/8 to 1/4 at a time). Only region space: charges stay exact. */
+    uint32_t n = pages_for(size);
+    if (n <= nea_region.pages / 4) {
+        rg_page *pg = take_run(rs, 2 * n);
+        if (pg != NULL) {
+            init_run(rs, pg, 2 * n, 0);
+            RG_UNPOISON((char *)pg + RG_LARGE_HDR, size);
+            pg->size = size;
+            pg->live = 1;
+            return (char *)pg + RG_LARGE_HDR;
+        }
+    }
+    return nea_rg_alloc_large(rs, size);
 }
 
 /* ---- mapping ----------------------------------------------------------------------- */
@@ -433,6 +519,7 @@ void nea_region_close(uint32_t r, size_t live)
     rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;
+    rs->holder_live = NULL;
     nea_region.held--;
     /* LIFO: the slot just used is the warmest in the caches. */
     rs->next_free = nea_region.free_head;

@@ -47,6 +47,8 @@
 #define RG_NONE UINT32_MAX
 #define RG_NOBODY UINT64_MAX                /* owner word of a slot nobody holds */
 
+struct rg_slot;
+
 /* The header at the start of every page run, inside the region. */
 typedef struct rg_page {
     uint64_t owner;           /* owner word of the budget that carved the run */
@@ -56,8 +58,9 @@ typedef struct rg_page {
     uint32_t npages;          /* run length in pages (1 for class pages) */
     uint32_t live;            /* live blocks in the run */
     uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
-    uint16_t pad_[1];
-    char pad2_[RG_META - 40];
+    uint16_t cls_off;         /* class page: offsetof(rg_slot, cls[cls]) */
+    struct rg_slot *rs;       /* &nea_region.slots[slot] (the hot paths skip the multiply) */
+    char pad2_[RG_META - 48];
     uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
 } rg_page;
 
@@ -68,9 +71,10 @@ typedef struct {
 } rg_class;
 
 /* One slot's bookkeeping (libc memory). */
-typedef struct {
+typedef struct rg_slot {
     char *start;
     uint64_t owner;           /* owner word of the holder while held, else RG_NOBODY */
+    size_t *holder_live;      /* the holder's `live` while held (meter.c keeps it right) */
     rg_page *runs;            /* free page runs below top */
     uint32_t top;             /* pages [0, top) have been carved */
     uint32_t touched;         /* pages possibly resident (high-water of top since release) */
@@ -100,6 +104,13 @@ typedef struct {
 
 extern rg_region nea_region NEA_HIDDEN;
 extern uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4] NEA_HIDDEN;
+/* By (size - 1) >> 4 as nea_rg_class_of: where the class's state is in an rg_slot and its
+ * block size, in one load (the allocation fast path). */
+typedef struct {
+    uint16_t off;             /* offsetof(rg_slot, cls[c]) */
+    uint16_t size;            /* nea_rg_class_size[c] */
+} rg_class_ref;
+extern rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4] NEA_HIDDEN;
 extern uint32_t nea_rg_class_size[RG_NCLASS + 1] NEA_HIDDEN;
 
 static NEA_INLINE int nea_region_contains(const void *p)
@@ -125,6 +136,32 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c);
 void *nea_rg_alloc_large(rg_slot *rs, size_t size);
 void nea_rg_free_large(rg_slot *rs, rg_page *pg);
 
+/* A small block (1..RG_SMALL_MAX bytes) of slot `rs` (held) from its class's free list or
+ * the class page's bump pointer; NULL when the class needs a new page (nea_rg_alloc). */
+static NEA_INLINE void *nea_rg_take_small(rg_slot *rs, size_t size)
+{
+    const rg_class_ref *ref = &nea_rg_class_at[(size - 1) >> 4];
+    rg_class *k = (rg_class *)((char *)rs + ref->off);
+    char *b = k->free;
+    if (b != NULL) {
+        RG_UNPOISON(b, sizeof(char *));
+        k->free = *(char **)b;
+    }
+    else if (k->bump + ref->size <= k->limit) {
+        b = k->bump;
+        k->bump += ref->size;
+    }
+    else {
+        return NULL;
+    }
+    RG_POISON(b, ref->size);
+    RG_UNPOISON(b, size);
+    rg_page *pg = nea_rg_page(b);
+    pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
+    pg->live++;
+    return b;
+}
+
 /* A block of `size` bytes from slot `rs` (held); NULL when the slot cannot serve it.
  * Zero-byte blocks are never region blocks: every region block is charged at least one
  * byte, so a holder with nothing charged has nothing live in its slot. */
@@ -132,23 +169,13 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
 {
     if (NEA_UNLIKELY(size - 1 >= RG_SMALL_MAX)) /* 0 wraps around */
         return size == 0 ? NULL : nea_rg_alloc_large(rs, size);
-    unsigned c = nea_rg_class_of[(size - 1) >> 4];
-    rg_class *k = &rs->cls[c];
-    char *b = k->free;
-    if (b != NULL) {
-        RG_UNPOISON(b, sizeof(char *));
-        k->free = *(char **)b;
-    }
-    else if (k->bump + nea_rg_class_size[c] <= k->limit) {
-        b = k->bump;
-        k->bump += nea_rg_class_size[c];
-    }
-    else {
-        b = nea_rg_new_page(rs, c);
-        if (b == NULL)
-            return NULL;
-    }
-    RG_POISON(b, nea_rg_class_size[c]);
+    void *b = nea_rg_take_small(rs, size);
+    if (b != NULL)
+        return b;
+    b = nea_rg_new_page(rs, nea_rg_class_of[(size - 1) >> 4]);
+    if (b == NULL)
+        return NULL;
+    RG_POISON(b, nea_rg_class_size[nea_rg_class_of[(size - 1) >> 4]]);
     RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
@@ -163,7 +190,7 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
 static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
-    rg_slot *rs = &nea_region.slots[pg->slot];
+    rg_slot *rs = pg->rs;
     *owner = pg->owner;
     pg->live--;
     if (NEA_LIKELY(pg->cls != 0)) {
@@ -194,8 +221,12 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 }
 
 /* Resize a block of the holder of its slot in place, when it stays in its class or is a
- * large run that can keep or take its pages; 0 when it cannot. */
+ * large run that can keep or take its pages (it is at the top, has room left from a
+ * move, or is followed by a free run); 0 when it cannot. */
 int nea_rg_resize_in_place(void *p, size_t new_size);
+/* A block of `size` bytes for a block that could not be resized in place: like
+ * nea_rg_alloc, but a large block gets room to grow in its run. */
+void *nea_rg_alloc_moved(rg_slot *rs, size_t size);
 
 /* ---- lifecycle (region.c) ---- */
 

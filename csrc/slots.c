@@ -41,6 +41,10 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
             M.slots = slots;
             M.slot_cap = cap;
             set_epoch++; /* cached slot pointers point into the old array */
+            for (uint32_t r = 0; r < nea_region.nslots; r++) /* and the holders' */
+                if (nea_region.slots[r].held)
+                    nea_region.slots[r].holder_live =
+                        &M.slots[OWNER_IDX(nea_region.slots[r].owner)].live;
         }
         i = M.slot_used++;
         M.slots[i].gen = 0;
@@ -63,6 +67,8 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
     /* Only outermost budgets are served from the region: a page names one owner, and an
      * inner budget's blocks must un-charge the inner budget too (the table path does). */
     s->region = s->parent == NEA_NO_SLOT ? nea_region_acquire(OWNER(i, g)) : RG_NONE;
+    if (s->region != RG_NONE)
+        nea_region.slots[s->region].holder_live = &s->live;
     M.open_count++;
     *idx = i;
     *gen = g;

@@ -3,7 +3,10 @@ resets, escapes, the fallback to the block table, resizes across region and tabl
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import random
+import sys
 import threading
 
 import pytest
@@ -13,6 +16,7 @@ from nea.meter import _region
 
 KiB = 1024
 MiB = 1024 * KiB
+PAGE = 16 * KiB  # the region's page (csrc/region.h)
 
 
 def _in_region(obj: object) -> bool:
@@ -151,6 +155,64 @@ def test_resizes_stay_exact_inside_the_owner(native_region: str) -> None:
         assert b.live < 64 * KiB
 
 
+def _address(data: bytearray) -> int:
+    """Where a bytearray's buffer is now (the export ends before it is resized again)."""
+    view = (ctypes.c_char * len(data)).from_buffer(data)
+    address = ctypes.addressof(view)
+    del view
+    return address
+
+
+def _free_run_pages() -> int:
+    from nea import _meter
+
+    return sum(slot["free_run_pages"] for slot in _meter.region_slots() if slot["held"])
+
+
+def test_a_moved_large_block_grows_in_place_in_its_room(native_region: str) -> None:
+    with budget("64MiB") as b:
+        data = bytearray(20_000)  # a page run at the top of the slot
+        above = bytearray(20_000)  # another run above it: data cannot grow with the top
+        data += bytes(20_000)  # moves, and its new run has room to grow
+        moved = _address(data)
+        info = _region.info()
+        assert info["base"] <= moved < info["base"] + info["mapped"]
+        data += bytes(30_000)
+        assert _address(data) == moved
+        assert 70_000 <= b.live - len(above) < 70_000 + 16 * KiB
+        assert data == bytes(70_000)
+        del data, above
+        assert b.live < 16 * KiB
+
+
+def _three_adjacent_runs() -> tuple[bytearray, bytearray, bytearray]:
+    """Page runs of 2, 7 and 2 pages, one after the other in the slot. A slot with pages
+    pinned by earlier tests, or a class page carved in between, can place them apart:
+    try again (the earlier tries are freed and become free runs)."""
+    for _ in range(16):
+        runs = bytearray(20_000), bytearray(100_000), bytearray(20_000)
+        first, second, third = (_address(run) for run in runs)
+        if second == first + 2 * PAGE and third == second + 7 * PAGE:
+            return runs
+    pytest.fail("could not place three page runs next to each other")
+
+
+def test_a_large_block_grows_into_the_free_run_after_it(native_region: str) -> None:
+    with budget("64MiB") as b:
+        data, after, top = _three_adjacent_runs()  # top keeps after's run below the top
+        start = _address(data)
+        del after
+        free_before = _free_run_pages()  # small blocks may carve pages from its tail
+        assert free_before >= 2
+        data += bytes(40_000)  # 60,000 and a little: four pages, two taken from the run
+        assert _address(data) == start
+        assert _free_run_pages() <= free_before - 2
+        assert 60_000 <= b.live - len(top) < 60_000 + 64 * KiB
+        del data[1_000:]  # shrunk to a class-sized block: moved out of the run
+        del data, top
+        assert b.live < 64 * KiB
+
+
 def test_an_escaped_region_block_resized_outside_any_budget_moves_out(
     native_region: str,
 ) -> None:
@@ -221,3 +283,28 @@ def test_a_disallowed_region_serves_nobody(native_region: str) -> None:
         assert _region.info()["served"] == before
     finally:
         _meter.region_allow(True)
+
+
+def test_random_large_resizes_keep_contents_and_accounting(native_region: str) -> None:
+    # Large runs moving with room, growing into free runs after them and giving back
+    # tails, interleaved with frees: contents survive and live follows the lengths.
+    rng = random.Random(6)
+    with budget("64MiB") as b:
+        blocks: list[bytearray] = []
+        for step in range(600):
+            kind = rng.random()
+            if kind < 0.3 or not blocks:
+                blocks.append(bytearray([step % 251]) * rng.randrange(5_000, 60_000))
+            elif kind < 0.6:
+                i = rng.randrange(len(blocks))
+                blocks[i].extend(bytes([blocks[i][0]]) * rng.randrange(1_000, 40_000))
+            elif kind < 0.75:
+                i = rng.randrange(len(blocks))
+                del blocks[i][rng.randrange(4_097, len(blocks[i]) + 1) :]
+            else:
+                blocks.pop(rng.randrange(len(blocks)))
+            total = sum(sys.getsizeof(block) for block in blocks)  # with over-allocation
+            assert total <= b.live < total + 64 * KiB
+        assert all(block == bytes([block[0]]) * len(block) for block in blocks)
+        del blocks
+        assert b.live < 64 * KiB
