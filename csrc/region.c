@@ -216,17 +216,9 @@ static int unlink_run(rg_slot *rs, rg_page *run)
 static void add_free_run(rg_slot *rs, uint32_t i, uint32_t n)
 {
     rg_page *run = page_at(rs, i);
-    RG_UNPOISON(run, RG_META); /* a run head's header stays readable (see init_run) */
-    run->owner = rs->owner;
-    run->size = 0;
-    run->slot = (uint32_t)(rs - nea_region.slots);
-    run->rs = rs;
-    run->npages = n;
-    run->live = 0;
-    run->cls = RG_FREE_RUN;
+    init_run(rs, run, n, RG_FREE_RUN);
     run->next = rs->runs;
     rs->runs = run;
-    RG_POISON((char *)run + RG_META, ((size_t)n << RG_PAGE_SHIFT) - RG_META);
 }
 
 /* Let the large run `pg` (page i, not at the top) take n pages: it already has them, or
