@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import (
@@ -147,7 +148,7 @@ def drift(workdir: Path, requests: int, chunk: float) -> None:
         f"\n2. RSS drift: {requests} mixed requests (1 in 50 past the budget), "
         "RSS after the first 10k and at the end"
     )
-    servers = {
+    servers: dict[str, Callable[[int], list[str]]] = {
         "nea (budgets + region)": lambda port: nea_command("_apps:app", port),
         "nea --prefault": lambda port: nea_command("_apps:app", port, "--prefault"),
         "uvicorn": lambda port: uvicorn_command("_apps:app", port),
