@@ -491,13 +491,7 @@ static void hook_free(void *ctx, void *ptr)
         rg_slot *rs = pg->rs;
         uint64_t owner = pg->owner;
         if (NEA_LIKELY(pg->cls != 0 && rs->owner == owner)) {
-            size_t size = pg->sizes[((uintptr_t)ptr & RG_PAGE_MASK) >> 4];
-            rg_class *k = (rg_class *)((char *)rs + pg->cls_off);
-            pg->live--;
-            RG_UNPOISON(ptr, sizeof(char *));
-            *(char **)ptr = k->free;
-            k->free = ptr;
-            RG_POISON(ptr, nea_rg_class_size[pg->cls]);
+            size_t size = nea_rg_free_small(pg, rs, ptr);
             size_t *live = rs->holder_live;
             *live = *live >= size ? *live - size : 0;
             return;

@@ -187,31 +187,42 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
  * slot's holder (an open outermost budget: un-charge it), 0 when it escaped an earlier
  * holder (nobody is credited). The holder's blocks go back to its free lists; escaped
  * blocks only unpin their run. */
+/* Give small block p of page pg (a class page of its slot rs's holder) back to its class's
+ * free list; returns its requested size. The hot free path (meter.c) calls it directly. */
+static NEA_INLINE size_t nea_rg_free_small(rg_page *pg, rg_slot *rs, void *p)
+{
+    size_t size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
+    rg_class *k = (rg_class *)((char *)rs + pg->cls_off);
+    pg->live--;
+    RG_UNPOISON(p, sizeof(char *));
+    *(char **)p = k->free;
+    k->free = p;
+    RG_POISON(p, nea_rg_class_size[pg->cls]);
+    return size;
+}
+
 static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
     rg_slot *rs = pg->rs;
     *owner = pg->owner;
-    pg->live--;
     if (NEA_LIKELY(pg->cls != 0)) {
-        *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
         if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
-            rg_class *k = &rs->cls[pg->cls];
-            RG_UNPOISON(p, sizeof(char *));
-            *(char **)p = k->free;
-            k->free = p;
-            RG_POISON(p, nea_rg_class_size[pg->cls]);
+            *size = nea_rg_free_small(pg, rs, p);
             return 1;
         }
+        *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
     }
     else {
         *size = pg->size;
         if (rs->owner == *owner) {
+            pg->live--;
             RG_POISON(p, pg->size);
             nea_rg_free_large(rs, pg);
             return 1;
         }
     }
+    pg->live--;
     RG_POISON(p, *size);
     if (pg->live == 0 && rs->pinned != 0) {
         rs->pinned--;

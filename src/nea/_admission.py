@@ -196,7 +196,7 @@ class _ResponseGuard:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
-            raise BudgetExceeded(self._budget.statistics(), self._budget.refused_size)
+            raise self._budget._exceeded()
         sending = self._send(message)
         # Marked once the server's send was called: if that call failed (the budget refused
         # the memory for it) the response is still unstarted, and admission can answer 500
@@ -440,8 +440,7 @@ class Admission:
         elif not response.response_complete:
             if isinstance(error, BudgetExceeded) or not isinstance(error, MemoryError | None):
                 raise error  # already the budget's error, or the app's own failure
-            exceeded = BudgetExceeded(request_budget.statistics(), request_budget.refused_size)
-            raise exceeded from error
+            raise request_budget._exceeded() from error
         # A response that completed before the trip (e.g. a background task tripped) was
         # whole and correct when it left; there is nothing left to answer or abort.
 

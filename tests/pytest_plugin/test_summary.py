@@ -23,19 +23,21 @@ def test_none():
     pass
 """
 
+# The summary of TESTS with --memory-summary 2, in order.
+TOP_TWO = [
+    "*= nea memory summary: top 2 tests by peak =*",
+    "      peak      budget  test",
+    "   3.0 MiB    16.0 MiB  test_peaks.py::test_three",
+    "   2.0 MiB        none  test_peaks.py::test_two",
+]
+
 
 def test_summary_lists_the_top_tests_by_peak(inner: pytest.Pytester, meter: str) -> None:
     inner.makepyfile(test_peaks=TESTS)
     result = inner.runpytest("--memory-summary", "2")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
-        [
-            "*= nea memory summary: top 2 tests by peak =*",
-            "      peak      budget  test",
-            "   3.0 MiB    16.0 MiB  test_peaks.py::test_three",
-            "   2.0 MiB        none  test_peaks.py::test_two",
-            "*= 4 passed in *",
-        ],
+        [*TOP_TWO, "*= 4 passed in *"],
         consecutive=True,
     )
 
@@ -101,11 +103,6 @@ def test_summary_under_xdist(inner: pytest.Pytester) -> None:
     result = inner.runpytest_subprocess("-n", "2", "--memory-summary", "2")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
-        [
-            "*= nea memory summary: top 2 tests by peak =*",
-            "      peak      budget  test",
-            "   3.0 MiB    16.0 MiB  test_peaks.py::test_three",
-            "   2.0 MiB        none  test_peaks.py::test_two",
-        ],
+        TOP_TWO,
         consecutive=True,
     )

@@ -17,7 +17,7 @@ from nea._http.parser import RequestHead
 from nea._http.response import CONTINUE_RESPONSE, Response
 from nea._server.state import logger
 from nea._types import Message
-from nea.meter import Budget, BudgetExceeded
+from nea.meter import Budget
 
 if TYPE_CHECKING:
     from nea._server.protocol import HTTPProtocol
@@ -194,11 +194,11 @@ class RequestCycle:
         return {"type": "http.request", "body": data, "more_body": more_body}
 
     async def send(self, message: Message) -> None:
-        handle = self.app_handle
-        if handle is not None and handle.tripped:
+        handle, request_budget = self.app_handle, self.budget
+        if handle is not None and handle.tripped and request_budget is not None:
             # Nothing the app sends after its budget tripped may reach the client (admission
             # answers 500 or has the connection aborted); the app sees the budget's error.
-            raise self._budget_exceeded()
+            raise request_budget._exceeded()
         if self.disconnected:
             return
         # Everything the server does for this message (checking it, encoding the head,
@@ -209,11 +209,6 @@ class RequestCycle:
         # (The plain function, not a bound method: nothing is allocated in the request.)
         if self.conn.state.context.run(RequestCycle._send, self, message):
             await self.conn.drain()
-
-    def _budget_exceeded(self) -> BudgetExceeded:
-        request_budget = self.budget
-        assert request_budget is not None  # app_handle is only set with a budget
-        return BudgetExceeded(request_budget.statistics(), request_budget.refused_size)
 
     def _send(self, message: Message) -> bool:
         """Handle one message of the app; return whether to wait for the socket to drain."""

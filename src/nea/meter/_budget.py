@@ -129,11 +129,15 @@ class Budget:
         if isinstance(exc, BudgetExceeded):
             return
         if exc is None:
-            final = self._meter.snapshot(self._handle)
-            raise BudgetExceeded(final.statistics(), final.refused_size)
+            raise self._exceeded()
         if isinstance(exc, MemoryError):
-            final = self._meter.snapshot(self._handle)
-            raise BudgetExceeded(final.statistics(), final.refused_size) from exc
+            raise self._exceeded() from exc
+
+    def _exceeded(self) -> BudgetExceeded:
+        """The error of this tripped budget, from one snapshot of its numbers (admission and
+        nea's server raise it too, for messages an app sends after a trip)."""
+        final = self._snapshot()
+        return BudgetExceeded(final.statistics(), final.refused_size)
 
     async def __aenter__(self) -> Budget:
         # __enter__'s body rather than a call to it: one frame less per request for
