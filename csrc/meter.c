@@ -55,11 +55,15 @@ typedef struct {
     uint64_t ver;
     uint64_t epoch;
     nea_slot *slot;           /* the open slot of the current budget, or NULL */
-    rg_slot *rs;              /* its region slot when it holds one, else NULL */
+    rg_slot *rs;              /* its region slot when it holds one, else &no_region_slot */
     uint32_t idx;
     uint64_t gen;
 } current_cache;
 static NEA_TLS current_cache cache;
+/* The cache's region slot for a budget without one: every class is empty (no free block,
+ * bump == limit == NULL), so nea_rg_take_small always fails into the slow path. Saves the
+ * hot path a NULL test. Never written: nothing allocates from it. */
+static rg_slot no_region_slot;
 /* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
  * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled.
  * A region slot pointer stays valid as long as its holder is open (the region is never
@@ -257,7 +261,8 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     cache.ver = ts->context_ver;
     cache.epoch = epoch;
     cache.slot = s;
-    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region] : NULL;
+    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region]
+                                                 : &no_region_slot;
     *idx = cache.idx;
     *gen = cache.gen;
     return s;
@@ -366,7 +371,7 @@ static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
     return p;
 }
 
-/* Everything but the hot case of hook_malloc (out of line, so the hot case saves no
+/* Everything but the hot case of malloc_hot (out of line, so the hot case saves no
  * registers): the cache missed, no region, a large block, a new class page, near the
  * limit. */
 static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
@@ -380,14 +385,14 @@ static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
     return NEA_LIKELY(p != NULL) ? p : hook_alloc_slow(d, s, idx, gen, size, 1, 0);
 }
 
-/* The hot case of an allocation: a small block from the current budget's region slot.
- * Applies when the budget holds one and stays within its limit with `size` more (then
- * nothing can be refused: no frame walk, no GC); `live + size` cannot wrap, size is at
- * most RG_SMALL_MAX. NULL: take the general path. */
+/* The hot case of an allocation: a small block from the current budget's region slot
+ * (no_region_slot when it holds none: that fails). Applies when the budget stays within
+ * its limit with `size` more (then nothing can be refused: no frame walk, no GC);
+ * `live + size` cannot wrap, size is at most RG_SMALL_MAX. NULL: take the general path. */
 static NEA_INLINE void *fast_small(nea_slot *s, rg_slot *rs, size_t size)
 {
     size_t live = s->live + size;
-    if (!(rs != NULL && size - 1 < RG_SMALL_MAX && live <= s->limit))
+    if (!(size - 1 < RG_SMALL_MAX && live <= s->limit))
         return NULL;
     void *p = nea_rg_take_small(rs, size);
     if (NEA_LIKELY(p != NULL)) {
@@ -400,10 +405,10 @@ static NEA_INLINE void *fast_small(nea_slot *s, rg_slot *rs, size_t size)
 }
 
 /* The hot cases: no budgets open; the cache is right and no budget is current (the
- * server's own work), or fast_small applies. */
-static void *hook_malloc(void *ctx, size_t size)
+ * server's own work), or fast_small applies. Inlined into one hook per domain (see
+ * NEA_DOMAIN_HOOKS), so `d` is a constant there. */
+static NEA_INLINE void *malloc_hot(domain_hook *d, size_t size)
 {
-    domain_hook *d = ctx;
     if (NEA_LIKELY(M.open_count == 0))
         return d->prev.malloc(d->prev.ctx, size);
     PyThreadState *ts = NEA_TSTATE();
@@ -433,9 +438,8 @@ static NEA_COLD void *calloc_slow(domain_hook *d, size_t nelem, size_t elsize)
     return hook_alloc_slow(d, s, idx, gen, nelem, elsize, 1);
 }
 
-static void *hook_calloc(void *ctx, size_t nelem, size_t elsize)
+static NEA_INLINE void *calloc_hot(domain_hook *d, size_t nelem, size_t elsize)
 {
-    domain_hook *d = ctx;
     if (NEA_LIKELY(M.open_count == 0))
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     PyThreadState *ts = NEA_TSTATE();
@@ -483,9 +487,8 @@ static NEA_COLD void table_free(domain_hook *d, void *ptr)
 /* The hot cases: a small region block of its slot's holder goes back to its class's free
  * list and un-charges the holder; a block from outside the region, with no block
  * recorded in the table, goes to the previous allocator. */
-static void hook_free(void *ctx, void *ptr)
+static NEA_INLINE void free_hot(domain_hook *d, void *ptr)
 {
-    domain_hook *d = ctx;
     if (nea_region_contains(ptr)) {
         rg_page *pg = nea_rg_page(ptr);
         rg_slot *rs = pg->rs;
@@ -588,7 +591,7 @@ static void *realloc_owned(domain_hook *d, void *ptr, block_entry saved, size_t 
 static NEA_COLD void *realloc_slow(domain_hook *d, void *ptr, size_t new_size)
 {
     if (ptr == NULL)
-        return hook_malloc(d, new_size);
+        return malloc_hot(d, new_size);
     block_entry *e = nea_blocks.count != 0 ? nea_block_find((uintptr_t)ptr) : NULL;
     if (e != NULL && slot_at(OWNER_IDX(e->owner), OWNER_GEN(e->owner)) != NULL) {
         block_entry saved = *e;
@@ -630,9 +633,8 @@ static NEA_COLD void *realloc_slow(domain_hook *d, void *ptr, size_t new_size)
 /* The hot cases: a region block (its own path); a block from outside the region, with
  * no block recorded in the table and no budget current (the server's own work), goes to
  * the previous allocator. */
-static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
+static NEA_INLINE void *realloc_hot(domain_hook *d, void *ptr, size_t new_size)
 {
-    domain_hook *d = ctx;
     if (nea_region_contains(ptr))
         return region_realloc(d, ptr, new_size);
     if (NEA_LIKELY(nea_blocks.count == 0)) {
@@ -644,6 +646,34 @@ static void *hook_realloc(void *ctx, void *ptr, size_t new_size)
     }
     return realloc_slow(d, ptr, new_size);
 }
+
+/* One set of hooks per domain, each with its domain_hook as a constant rather than read
+ * from `ctx`: the hot paths then keep nothing live across the thread-state call but
+ * `size` (no callee-saved register for `d`), and the forwarding tail calls load the
+ * previous allocator directly. */
+#define NEA_DOMAIN_HOOKS(dom)                                                               \
+    static void *hook_malloc_##dom(void *ctx, size_t size)                                 \
+    {                                                                                      \
+        (void)ctx;                                                                         \
+        return malloc_hot(&M.dom, size);                                                   \
+    }                                                                                      \
+    static void *hook_calloc_##dom(void *ctx, size_t nelem, size_t elsize)                 \
+    {                                                                                      \
+        (void)ctx;                                                                         \
+        return calloc_hot(&M.dom, nelem, elsize);                                          \
+    }                                                                                      \
+    static void *hook_realloc_##dom(void *ctx, void *ptr, size_t new_size)                 \
+    {                                                                                      \
+        (void)ctx;                                                                         \
+        return realloc_hot(&M.dom, ptr, new_size);                                         \
+    }                                                                                      \
+    static void hook_free_##dom(void *ctx, void *ptr)                                      \
+    {                                                                                      \
+        (void)ctx;                                                                         \
+        free_hot(&M.dom, ptr);                                                             \
+    }
+NEA_DOMAIN_HOOKS(mem)
+NEA_DOMAIN_HOOKS(obj)
 
 /* ---- lifecycle --------------------------------------------------------------------- */
 
@@ -659,11 +689,19 @@ int nea_meter_init(PyObject *var)
 static void hook_domain(PyMemAllocatorDomain domain, domain_hook *d)
 {
     PyMem_GetAllocator(domain, &d->prev);
-    d->ours.ctx = d;
-    d->ours.malloc = hook_malloc;
-    d->ours.calloc = hook_calloc;
-    d->ours.realloc = hook_realloc;
-    d->ours.free = hook_free;
+    d->ours.ctx = d; /* unused by the hooks; tells the domains apart in nea_meter_installed */
+    if (d == &M.mem) {
+        d->ours.malloc = hook_malloc_mem;
+        d->ours.calloc = hook_calloc_mem;
+        d->ours.realloc = hook_realloc_mem;
+        d->ours.free = hook_free_mem;
+    }
+    else {
+        d->ours.malloc = hook_malloc_obj;
+        d->ours.calloc = hook_calloc_obj;
+        d->ours.realloc = hook_realloc_obj;
+        d->ours.free = hook_free_obj;
+    }
     PyMem_SetAllocator(domain, &d->ours);
 }
 
@@ -672,7 +710,7 @@ int nea_meter_installed(void)
     PyMemAllocatorEx mem, obj;
     PyMem_GetAllocator(PYMEM_DOMAIN_MEM, &mem);
     PyMem_GetAllocator(PYMEM_DOMAIN_OBJ, &obj);
-    return mem.malloc == hook_malloc && mem.ctx == &M.mem && obj.malloc == hook_malloc &&
+    return mem.malloc == hook_malloc_mem && mem.ctx == &M.mem && obj.malloc == hook_malloc_obj &&
            obj.ctx == &M.obj;
 }
 
