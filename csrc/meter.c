@@ -62,7 +62,7 @@ typedef struct {
 static NEA_TLS current_cache cache;
 /* The cache's region slot for a budget without one: every class is empty (no free block,
  * bump == limit == NULL), so nea_rg_take_small always fails into the slow path. Saves the
- * hot path a NULL test. Never written: nothing allocates from it. */
+ * hot path a NULL test. Never written after nea_meter_init: nothing allocates from it. */
 static rg_slot no_region_slot;
 /* GIL; cache.epoch starts at 0: the first lookup misses. Also bumped whenever a cached slot
  * pointer may have gone stale: a budget closed, the slot array moved, the meter disabled.
@@ -486,17 +486,20 @@ static NEA_COLD void table_free(domain_hook *d, void *ptr)
 
 /* The hot cases: a small region block of its slot's holder goes back to its class's free
  * list and un-charges the holder; a block from outside the region, with no block
- * recorded in the table, goes to the previous allocator. */
+ * recorded in the table, goes to the previous allocator.
+ *
+ * The holder's `live` needs no clamp at 0 here: it holds at least the sizes of all its
+ * live region blocks (each was charged its size when taken and nothing un-charges an
+ * outermost budget but its own blocks; a resize un-charges the old size and charges the
+ * new one). Were that ever broken, `live` would wrap and the budget refuse everything:
+ * loud and fail-closed, not a silent under-count. */
 static NEA_INLINE void free_hot(domain_hook *d, void *ptr)
 {
     if (nea_region_contains(ptr)) {
         rg_page *pg = nea_rg_page(ptr);
         rg_slot *rs = pg->rs;
-        uint64_t owner = pg->owner;
-        if (NEA_LIKELY(pg->cls != 0 && rs->owner == owner)) {
-            size_t size = nea_rg_free_small(pg, rs, ptr);
-            size_t *live = rs->holder_live;
-            *live = *live >= size ? *live - size : 0;
+        if (NEA_LIKELY(pg->hot_owner == rs->owner)) { /* a class page of the holder */
+            *rs->holder_live -= nea_rg_free_small(pg, ptr);
             return;
         }
         region_free_slow(ptr);
@@ -682,6 +685,7 @@ int nea_meter_init(PyObject *var)
     if (M.var == NULL) {
         Py_INCREF(var);
         M.var = var;
+        nea_rg_slot_init(&no_region_slot);
     }
     return 0;
 }

@@ -46,7 +46,6 @@ rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
  * rounding waste stays under 1/8 of a block past 512 bytes). */
 uint32_t nea_rg_class_size[RG_NCLASS + 1];
 uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4];
-rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4];
 
 static void init_classes(void)
 {
@@ -65,9 +64,16 @@ static void init_classes(void)
         while (nea_rg_class_size[c] < (i + 1) * 16)
             c++;
         of[i] = (uint8_t)c;
-        nea_rg_class_at[i].off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
-        nea_rg_class_at[i].size = (uint16_t)nea_rg_class_size[c];
     }
+}
+
+void nea_rg_slot_init(rg_slot *rs)
+{
+    init_classes();
+    for (unsigned c = 0; c <= RG_NCLASS; c++)
+        rs->cls[c].size = nea_rg_class_size[c];
+    for (unsigned i = 0; i < (RG_SMALL_MAX >> 4); i++)
+        rs->by_size[i] = &rs->cls[nea_rg_class_of[i]];
 }
 
 static rg_page *page_at(rg_slot *rs, uint32_t i)
@@ -142,6 +148,7 @@ static void init_run(rg_slot *rs, rg_page *pg, uint32_t n, uint16_t cls)
     pg->npages = n;
     pg->live = 0;
     pg->cls = cls;
+    pg->hot_owner = cls != 0 && cls != RG_FREE_RUN ? rs->owner : RG_NOT_SMALL;
 }
 
 char *nea_rg_new_page(rg_slot *rs, unsigned c)
@@ -152,7 +159,7 @@ char *nea_rg_new_page(rg_slot *rs, unsigned c)
         return NULL;
     }
     init_run(rs, pg, 1, (uint16_t)c);
-    pg->cls_off = (uint16_t)(offsetof(rg_slot, cls) + c * sizeof(rg_class));
+    pg->k = &rs->cls[c];
     rs->used |= UINT64_C(1) << c;
     rg_class *k = &rs->cls[c];
     char *first = (char *)pg + RG_HDR;
@@ -195,7 +202,7 @@ void nea_rg_free_large(rg_slot *rs, rg_page *pg)
         rs->top = i;
         return;
     }
-    pg->cls = RG_FREE_RUN;
+    pg->cls = RG_FREE_RUN; /* hot_owner: RG_NOT_SMALL already (a large run) */
     pg->next = rs->runs;
     rs->runs = pg;
 }
@@ -401,6 +408,7 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
     nea_region.held = 0;
     nea_region.free_head = RG_NONE;
     for (uint32_t i = nslots; i-- > 0;) { /* slot 0 first */
+        nea_rg_slot_init(&slots[i]);
         slots[i].start = base + (size_t)i * stride;
         slots[i].owner = RG_NOBODY;
         slots[i].next_free = nea_region.free_head;
@@ -480,6 +488,7 @@ static void scan_reset(rg_slot *rs)
         }
         else {
             pg->cls = RG_FREE_RUN;
+            pg->hot_owner = RG_NOT_SMALL;
             pg->next = rs->runs;
             rs->runs = pg;
             tail = pg;
@@ -506,8 +515,10 @@ void nea_region_close(uint32_t r, size_t live)
         nea_region.scan_resets++;
     }
     /* Clear only the classes this holder used (a page was carved for each of them). */
-    for (uint64_t used = rs->used; used != 0; used &= used - 1)
-        memset(&rs->cls[__builtin_ctzll(used)], 0, sizeof(rg_class));
+    for (uint64_t used = rs->used; used != 0; used &= used - 1) {
+        rg_class *k = &rs->cls[__builtin_ctzll(used)];
+        k->free = k->bump = k->limit = NULL; /* k->size stays */
+    }
     rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;

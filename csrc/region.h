@@ -46,8 +46,18 @@
 #define RG_FREE_RUN 0xFFFF                  /* cls of a run on a slot's free-run list */
 #define RG_NONE UINT32_MAX
 #define RG_NOBODY UINT64_MAX                /* owner word of a slot nobody holds */
+/* hot_owner of a page that is not a class page: an owner word no holder has (slot index
+ * NEA_NO_SLOT, which no budget gets) and not RG_NOBODY, so it never matches a slot's owner. */
+#define RG_NOT_SMALL UINT64_C(0xFFFFF)
 
 struct rg_slot;
+
+typedef struct {
+    char *free;               /* freed blocks of this class (link in the block) */
+    char *bump;               /* next never-used block of the current page */
+    char *limit;              /* bump + size must stay <= limit */
+    size_t size;              /* the class's block size (constant; kept by resets) */
+} rg_class;
 
 /* The header at the start of every page run, inside the region. */
 typedef struct rg_page {
@@ -58,17 +68,13 @@ typedef struct rg_page {
     uint32_t npages;          /* run length in pages (1 for class pages) */
     uint32_t live;            /* live blocks in the run */
     uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
-    uint16_t cls_off;         /* class page: offsetof(rg_slot, cls[cls]) */
+    uint16_t pad1_;
     struct rg_slot *rs;       /* &nea_region.slots[slot] (the hot paths skip the multiply) */
-    char pad2_[RG_META - 48];
+    uint64_t hot_owner;       /* class page: owner; else RG_NOT_SMALL (one compare frees) */
+    rg_class *k;              /* class page: &rs->cls[cls] */
     uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
 } rg_page;
-
-typedef struct {
-    char *free;               /* freed blocks of this class (link in the block) */
-    char *bump;               /* next never-used block of the current page */
-    char *limit;              /* bump + class size must stay <= limit */
-} rg_class;
+_Static_assert(offsetof(rg_page, sizes) == RG_META, "page header fields must fill RG_META");
 
 /* One slot's bookkeeping (libc memory). */
 typedef struct rg_slot {
@@ -85,6 +91,10 @@ typedef struct rg_slot {
     uint8_t unpinned;         /* a pinned run became free since the last walk */
     uint64_t used;            /* bit c: class c has state to clear at reset */
     rg_class cls[RG_NCLASS + 1];
+    /* By (size - 1) >> 4: &cls[nea_rg_class_of[...]]. The allocation fast path finds its
+     * class in one load (a global table of offsets needs the table's address, a load and
+     * an add in position-independent code). Set once by nea_rg_slot_init. */
+    rg_class *by_size[RG_SMALL_MAX >> 4];
 } rg_slot;
 
 typedef struct {
@@ -104,14 +114,11 @@ typedef struct {
 
 extern rg_region nea_region NEA_HIDDEN;
 extern uint8_t nea_rg_class_of[RG_SMALL_MAX >> 4] NEA_HIDDEN;
-/* By (size - 1) >> 4 as nea_rg_class_of: where the class's state is in an rg_slot and its
- * block size, in one load (the allocation fast path). */
-typedef struct {
-    uint16_t off;             /* offsetof(rg_slot, cls[c]) */
-    uint16_t size;            /* nea_rg_class_size[c] */
-} rg_class_ref;
-extern rg_class_ref nea_rg_class_at[RG_SMALL_MAX >> 4] NEA_HIDDEN;
 extern uint32_t nea_rg_class_size[RG_NCLASS + 1] NEA_HIDDEN;
+
+/* Set a slot's constant class data (by_size, the class sizes); its class states stay as
+ * they are (zeroed: empty). Also for meter.c's empty sentinel slot. */
+void nea_rg_slot_init(rg_slot *rs);
 
 static NEA_INLINE int nea_region_contains(const void *p)
 {
@@ -140,21 +147,20 @@ void nea_rg_free_large(rg_slot *rs, rg_page *pg);
  * the class page's bump pointer; NULL when the class needs a new page (nea_rg_alloc). */
 static NEA_INLINE void *nea_rg_take_small(rg_slot *rs, size_t size)
 {
-    const rg_class_ref *ref = &nea_rg_class_at[(size - 1) >> 4];
-    rg_class *k = (rg_class *)((char *)rs + ref->off);
+    rg_class *k = rs->by_size[(size - 1) >> 4];
     char *b = k->free;
     if (b != NULL) {
         RG_UNPOISON(b, sizeof(char *));
         k->free = *(char **)b;
     }
-    else if (k->bump + ref->size <= k->limit) {
+    else if (k->bump + k->size <= k->limit) {
         b = k->bump;
-        k->bump += ref->size;
+        k->bump += k->size;
     }
     else {
         return NULL;
     }
-    RG_POISON(b, ref->size);
+    RG_POISON(b, k->size);
     RG_UNPOISON(b, size);
     rg_page *pg = nea_rg_page(b);
     pg->sizes[((uintptr_t)b & RG_PAGE_MASK) >> 4] = (uint16_t)size;
@@ -183,16 +189,12 @@ static NEA_INLINE void *nea_rg_alloc(rg_slot *rs, size_t size)
     return b;
 }
 
-/* Free region block p: sets *owner and *size; returns 1 when the block belonged to its
- * slot's holder (an open outermost budget: un-charge it), 0 when it escaped an earlier
- * holder (nobody is credited). The holder's blocks go back to its free lists; escaped
- * blocks only unpin their run. */
-/* Give small block p of page pg (a class page of its slot rs's holder) back to its class's
+/* Give small block p of page pg (a class page of its slot's holder) back to its class's
  * free list; returns its requested size. The hot free path (meter.c) calls it directly. */
-static NEA_INLINE size_t nea_rg_free_small(rg_page *pg, rg_slot *rs, void *p)
+static NEA_INLINE size_t nea_rg_free_small(rg_page *pg, void *p)
 {
     size_t size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
-    rg_class *k = (rg_class *)((char *)rs + pg->cls_off);
+    rg_class *k = pg->k;
     pg->live--;
     RG_UNPOISON(p, sizeof(char *));
     *(char **)p = k->free;
@@ -201,6 +203,10 @@ static NEA_INLINE size_t nea_rg_free_small(rg_page *pg, rg_slot *rs, void *p)
     return size;
 }
 
+/* Free region block p: sets *owner and *size; returns 1 when the block belonged to its
+ * slot's holder (an open outermost budget: un-charge it), 0 when it escaped an earlier
+ * holder (nobody is credited). The holder's blocks go back to its free lists; escaped
+ * blocks only unpin their run. */
 static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
@@ -208,7 +214,7 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
     *owner = pg->owner;
     if (NEA_LIKELY(pg->cls != 0)) {
         if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
-            *size = nea_rg_free_small(pg, rs, p);
+            *size = nea_rg_free_small(pg, p);
             return 1;
         }
         *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];

@@ -17,6 +17,10 @@
 
 nea_state nea_M = {.free_head = NEA_NO_SLOT};
 
+/* A page's hot_owner that must never match a holder: region.h cannot see the owner word's
+ * layout, so it hard-codes the unused slot index. */
+_Static_assert(RG_NOT_SMALL == (uint64_t)NEA_NO_SLOT, "RG_NOT_SMALL must be an unused owner");
+
 int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen)
 {
     uint32_t i = M.free_head;
