@@ -224,6 +224,14 @@ static NEA_INLINE void tracked_add(void *p, size_t size, uint32_t idx, uint64_t 
     e->owner = OWNER(idx, gen);
 }
 
+/* Is the cache right for this thread now? A NULL ts->context never matches (the slow
+ * path caches only a created context). */
+static NEA_INLINE int cache_hit(PyThreadState *ts)
+{
+    return ts != NULL && ts->context == cache.ctx && ts->context_ver == cache.ver &&
+           cache.epoch == set_epoch;
+}
+
 /* Sentinel: the current budget could not be read; the allocation must fail. */
 static nea_slot fail_closed_slot = {.region = RG_NONE};
 
@@ -232,10 +240,46 @@ static nea_slot fail_closed_slot = {.region = RG_NONE};
  * not be created: an exception is set, and the allocation fails rather than go uncharged). */
 uint64_t nea_slow_lookups; /* GIL; reported by table_info() */
 
+/* Cache `value` (borrowed; NULL: no value) as the current budget of this thread's
+ * context as of `epoch`; returns its open slot or NULL. A closed handle stays closed, so
+ * "no open slot" is as stable as the value itself. */
+static nea_slot *cache_store(PyThreadState *ts, PyObject *value, uint64_t epoch)
+{
+    nea_slot *s = NULL;
+    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
+        cache.idx = ((nea_handle *)value)->idx;
+        cache.gen = ((nea_handle *)value)->gen;
+        s = slot_at(cache.idx, cache.gen);
+        if (s != NULL && s->state != NEA_SLOT_OPEN)
+            s = NULL;
+    }
+    cache.ctx = ts->context;
+    cache.ver = ts->context_ver;
+    cache.epoch = epoch;
+    cache.slot = s;
+    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region]
+                                                 : &no_region_slot;
+    return s;
+}
+
+/* A context known to have no open budget current, so a slow lookup in it needs no
+ * PyContextVar_Get: in nea's server the context the loop runs the connections' callbacks
+ * in, which takes two of the five lookups of a request. The strong reference is what
+ * makes the identity check safe: a context we keep alive cannot be freed and its memory
+ * reused by another one. Its value changes only through nea_meter_set_current while it
+ * is current there, which drops it. Taken when two no-budget lookups in a row find the
+ * same context (an address seen twice is likely a long-lived context; a wrong guess only
+ * keeps one context alive a little longer), given back by nea_meter_trim_quiet once ours
+ * is the only reference (GIL). */
+static PyObject *quiet_ctx;  /* strong ref or NULL */
+static PyObject *last_quiet; /* identity only: context of the last no-budget lookup */
+
 static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
     if (ts == NULL || M.disabled || in_hook)
         return NULL;
+    if (ts->context != NULL && ts->context == quiet_ctx)
+        return cache_store(ts, NULL, set_epoch);
     nea_slow_lookups++;
     /* Read before the call: anything the call does that changes the epoch (it may
      * allocate, and a collection may close budgets) leaves this cache stale. */
@@ -247,34 +291,29 @@ static nea_slot *current_slot_slow(PyThreadState *ts, uint32_t *idx, uint64_t *g
     in_hook = 0;
     if (NEA_UNLIKELY(rc < 0))
         return &fail_closed_slot;
-    nea_slot *s = NULL;
-    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        cache.idx = ((nea_handle *)value)->idx;
-        cache.gen = ((nea_handle *)value)->gen;
-        s = slot_at(cache.idx, cache.gen);
-        if (s != NULL && s->state != NEA_SLOT_OPEN)
-            s = NULL;
-    }
+    /* ts->context read after the call (should it ever create the thread's first one) */
+    nea_slot *s = cache_store(ts, value, epoch);
     Py_XDECREF(value);
-    /* read after the call: it creates the thread's first context if there was none */
-    cache.ctx = ts->context;
-    cache.ver = ts->context_ver;
-    cache.epoch = epoch;
-    cache.slot = s;
-    cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region]
-                                                 : &no_region_slot;
+    /* (a thread may have no context yet; the epoch check: nothing ran during the call) */
+    if (s == NULL && quiet_ctx == NULL && ts->context != NULL && epoch == set_epoch) {
+        if (ts->context == last_quiet)
+            quiet_ctx = Py_NewRef(ts->context);
+        last_quiet = ts->context;
+    }
     *idx = cache.idx;
     *gen = cache.gen;
     return s;
 }
 
-/* Is the cache right for this thread now? A NULL ts->context never matches (the slow
- * path caches only a created context). */
-static NEA_INLINE int cache_hit(PyThreadState *ts)
+void nea_meter_trim_quiet(void)
 {
-    return ts != NULL && ts->context == cache.ctx && ts->context_ver == cache.ver &&
-           cache.epoch == set_epoch;
+    if (quiet_ctx != NULL && Py_REFCNT(quiet_ctx) == 1) {
+        PyObject *ctx = quiet_ctx;
+        quiet_ctx = NULL;
+        Py_DECREF(ctx); /* may run finalizers of its values: done, nothing held */
+    }
 }
+
 
 /* The open slot of the current budget, from the cache when it is right. */
 static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
@@ -291,11 +330,26 @@ static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
 
 int nea_meter_set_current(PyObject *value)
 {
-    set_epoch++;
+    PyThreadState *ts = NEA_TSTATE();
+    /* The allocations the set makes (its token, the context's new mapping) are charged,
+     * as any, to the value being replaced: a cache that is right now stays right until the
+     * value changes, which is the set's last step (it allocates nothing after). */
+    int keep = cache_hit(ts);
+    set_epoch++; /* other threads' caches: see nea_set_epoch */
+    if (keep)
+        cache.epoch = set_epoch;
     PyObject *token = PyContextVar_Set(M.var, value);
-    set_epoch++; /* a lookup cached during the set (it allocates) is stale now */
+    set_epoch++; /* a lookup cached during the set is stale now */
     if (token == NULL)
         return -1;
+    if (ts != NULL && ts->context == quiet_ctx) { /* its value changed */
+        Py_DECREF(quiet_ctx); /* not the last reference: it is the current context */
+        quiet_ctx = NULL;
+    }
+    /* The new value is known: cache it rather than look it up at the next allocation
+     * (not inside a guarded section, whose lookups must miss: see in_hook). */
+    if (ts != NULL && !in_hook && !M.disabled)
+        cache_store(ts, value, set_epoch);
     Py_DECREF(token);
     return 0;
 }

@@ -163,6 +163,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
     }
     release_dead_forwarders();
     nea_block_maybe_shrink();
+    nea_meter_trim_quiet(); /* last: it may run finalizers */
     return 0;
 }
 

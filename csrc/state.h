@@ -34,6 +34,9 @@ extern nea_state nea_M NEA_HIDDEN;
 /* Bumped whenever a cached current-budget slot pointer may be stale (meter.c). */
 extern uint64_t nea_set_epoch NEA_HIDDEN;
 extern uint64_t nea_slow_lookups NEA_HIDDEN;
+/* Give back meter.c's reference to a no-budget context once it is the only one (call
+ * where finalizers may run: not inside a hook's table operation). */
+void nea_meter_trim_quiet(void) NEA_HIDDEN;
 
 
 static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)

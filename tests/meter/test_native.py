@@ -267,6 +267,35 @@ def test_set_and_restore_in_a_fresh_context_with_other_vars(native: str) -> None
     assert _no_open_budget(_meter_ext().current.get())
 
 
+def test_a_context_found_without_a_budget_is_charged_once_one_is_entered(native: str) -> None:
+    # The meter keeps a context in which it found no budget (twice in a row) and then
+    # skips the contextvar lookup there: entering a budget in that very context must
+    # still be charged, and leaving it must stop the charging again.
+    quiet = contextvars.Context()
+
+    def allocate() -> bytearray:
+        return bytearray(1 * MiB)
+
+    with budget("64MiB") as elsewhere:  # an open budget: lookups happen at all
+        before = elsewhere.live
+        kept = [quiet.run(allocate) for _ in range(4)]
+        assert elsewhere.live - before < SLACK
+
+        def scenario() -> int:
+            with budget("64MiB") as inner:
+                contextvars.Context().run(allocate)  # back in `quiet`: a lookup again
+                data = allocate()
+                live = inner.live
+            del data
+            kept.append(allocate())  # after leaving: charged to nobody
+            return live
+
+        assert quiet.run(scenario) >= 1 * MiB
+        kept.append(quiet.run(allocate))
+        assert elsewhere.live - before < SLACK
+        del kept
+
+
 def _no_open_budget(value: object) -> bool:
     """After an outermost budget, the var holds None or that budget's closed handle."""
     return value is None or bool(getattr(value, "closed", False))
