@@ -263,8 +263,8 @@ static nea_slot *cache_store(PyThreadState *ts, PyObject *value, uint64_t epoch)
 }
 
 /* A context known to have no open budget current, so a slow lookup in it needs no
- * PyContextVar_Get: in nea's server the context the loop runs the connections' callbacks
- * in, which takes two of the five lookups of a request. The strong reference is what
+ * PyContextVar_Get: in nea's server a long-lived context outside the request's, which
+ * took two of the five lookups of a request. The strong reference is what
  * makes the identity check safe: a context we keep alive cannot be freed and its memory
  * reused by another one. Its value changes only through nea_meter_set_current while it
  * is current there, which drops it. Taken when two no-budget lookups in a row find the
