@@ -293,7 +293,6 @@ def test_a_context_found_without_a_budget_is_charged_once_one_is_entered(native:
         assert quiet.run(scenario) >= 1 * MiB
         kept.append(quiet.run(allocate))
         assert elsewhere.live - before < SLACK
-        del kept
 
 
 def _no_open_budget(value: object) -> bool:
