@@ -178,13 +178,24 @@ class _QueuedReceive:
 
 
 class _ResponseGuard:
-    """The app's ``send``: tracks the response and refuses messages once the budget tripped."""
+    """The app's ``send`` under servers other than nea's, and admission's ``Exchange``
+    there: tracks the response and refuses messages once the budget tripped (also after
+    the app returned, unlike nea's server, which admission alone may still send to)."""
 
-    __slots__ = ("_budget", "_send", "response_complete", "response_started")
+    __slots__ = (
+        "_budget",
+        "_send",
+        "app_handle",
+        "budget",
+        "response_complete",
+        "response_started",
+    )
 
     def __init__(self, send: Send, request_budget: Budget) -> None:
         self._send = send
         self._budget = request_budget
+        self.budget: Budget | None = request_budget
+        self.app_handle: Any = None
         self.response_started = False
         self.response_complete = False
 
@@ -192,11 +203,12 @@ class _ResponseGuard:
         # A plain method returning the server's awaitable: no coroutine of its own per
         # message. ``Budget._handle.tripped`` is a C getter that allocates nothing, so the
         # check itself cannot fail at the budget's edge.
-        if self._budget._handle.tripped:
+        request_budget = self._budget
+        if request_budget._handle.tripped:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
-            raise self._budget._exceeded()
+            raise request_budget._exceeded()
         sending = self._send(message)
         # Marked once the server's send was called: if that call failed (the budget refused
         # the memory for it) the response is still unstarted, and admission can answer 500
@@ -344,28 +356,29 @@ class Admission:
             request_budget._limit = limit
             request_budget._meter = meter = _select._active or _select.active_meter()
             request_budget._handle = None
-            response: _ResponseGuard | Exchange
-            app_send: Send
+            app_send = send
+            guarded: Exchange
             if exchange is None:
                 if on_budget is not None:
                     on_budget(request_budget)
                 # Built before the budget opens: admission's objects are not the app's memory.
-                request_scope = _with_budget(scope, request_budget)
-                app_send = response = _ResponseGuard(send, request_budget)
+                scope = _with_budget(scope, request_budget)
+                app_send = guarded = _ResponseGuard(send, request_budget)
             else:
                 # The server owns this scope and guards its own send (see ``Exchange``).
-                exchange.budget = request_budget
                 scope["extensions"]["nea.budget"] = request_budget
-                request_scope, app_send, response = scope, send, exchange
-            handle = request_budget._handle = meter.enter(limit, request_budget)
-            if exchange is not None:
-                exchange.app_handle = handle
+                exchange.budget = request_budget
+                guarded = exchange
+            # Attribute loads, then calls: the native meter's enter/exit are instance
+            # attributes, which the method-call path of CPython 3.11 looks up generically.
+            enter, leave = meter.enter, meter.exit
+            handle = guarded.app_handle = request_budget._handle = enter(limit, request_budget)
             error: BaseException | None = None
             try:
-                await app(request_scope, receive, app_send)
+                await app(scope, receive, app_send)
             except BaseException as exc:
                 # Closing comes first, so nothing below is charged to the budget.
-                tripped = meter.exit(handle)
+                tripped = leave(handle)
                 if not isinstance(exc, Exception):
                     raise  # cancelled: not served, whatever the budget says
                 self._served += 1  # an app that raised also ran to its end
@@ -373,14 +386,13 @@ class Admission:
                     raise
                 error = exc
             else:
-                tripped = meter.exit(handle)
+                tripped = leave(handle)
                 self._served += 1
-            if exchange is not None:
-                exchange.app_handle = None  # from here on, send is admission's, not the app's
+            guarded.app_handle = None  # from here on, send is admission's, not the app's
             if tripped:
                 self._tripped += 1
                 try:
-                    await self._on_trip(scope, request_budget, response, send, error)
+                    await self._on_trip(scope, request_budget, guarded, send, error)
                 finally:
                     # `error`'s traceback holds this frame, whose `error` holds it: a cycle
                     # that would keep the tripped request's frames (and all they allocated,
@@ -427,7 +439,7 @@ class Admission:
         self,
         scope: Scope,
         request_budget: Budget,
-        response: _ResponseGuard | Exchange,
+        exchange: Exchange,
         send: Send,
         error: BaseException | None,
     ) -> None:
@@ -435,9 +447,9 @@ class Admission:
 
         ``error`` is what the app raised (``None`` when it swallowed the trip)."""
         _log_trip(scope, request_budget)
-        if not response.response_started:
+        if not exchange.response_started:
             await _send_text(send, 500, OUT_OF_MEMORY_BODY, [(b"connection", b"close")])
-        elif not response.response_complete:
+        elif not exchange.response_complete:
             if isinstance(error, BudgetExceeded) or not isinstance(error, MemoryError | None):
                 raise error  # already the budget's error, or the app's own failure
             raise request_budget._exceeded() from error
