@@ -36,3 +36,16 @@ def test_format_size_uses_binary_units() -> None:
     assert format_size(3 * 1024**3) == "3.0 GiB"
     assert format_size(1024**2 - 1) == "1.0 MiB"
     assert format_size(1023 * 1024) == "1023.0 KiB"
+
+
+def test_parse_size_remembers_texts_but_not_failures() -> None:
+    # Per-request code parses the same text again and again: it is parsed once.
+    from nea._sizes import _parse_text
+
+    _parse_text.cache_clear()
+    assert [parse_size("16MiB") for _ in range(3)] == [16 * 1024**2] * 3
+    assert _parse_text.cache_info().hits == 2
+    for _ in range(2):  # a malformed size fails every time
+        with pytest.raises(ValueError, match="KiB/MiB/GiB"):
+            parse_size("16 parsecs")
+    assert _parse_text.cache_info().currsize == 1

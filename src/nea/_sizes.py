@@ -10,6 +10,7 @@ Units: ``KiB/MiB/GiB/TiB`` and the single letters ``K/M/G/T`` are binary (1024),
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _UNITS: dict[str, int] = {
     "": 1,
@@ -51,6 +52,15 @@ def parse_size(value: int | str) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a size, got {value!r}; accepted: {ACCEPTED_FORMS}")
+    return _parse_text(value)
+
+
+# Remembered: per-request code such as ``async with nea.budget("16MiB")`` parses the same
+# few strings over and over (the regex costs about 2 µs, more than entering the budget).
+# Bounded, so sizes built from request data cannot grow it without limit; errors are not
+# remembered (a failed call caches nothing).
+@lru_cache(maxsize=256)
+def _parse_text(value: str) -> int:
     match = _SIZE_RE.match(value)
     if match is None:
         raise ValueError(f"cannot parse size {value!r}; accepted: {ACCEPTED_FORMS}")
