@@ -318,14 +318,22 @@ void nea_meter_trim_quiet(void)
 /* The open slot of the current budget, from the cache when it is right. */
 static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
 {
-    if (NEA_LIKELY(M.open_count == 0))
-        return NULL;
     PyThreadState *ts = NEA_TSTATE();
-    if (NEA_UNLIKELY(!cache_hit(ts)))
-        return current_slot_slow(ts, idx, gen);
-    *idx = cache.idx;
-    *gen = cache.gen;
-    return cache.slot;
+    if (NEA_LIKELY(cache_hit(ts))) {
+        *idx = cache.idx;
+        *gen = cache.gen;
+        return cache.slot;
+    }
+    if (M.open_count == 0) {
+        /* No budget open anywhere: nothing to look up. Cached, so that the next
+         * allocations here hit the hot paths' no-budget case: a budget can only become
+         * current through nea_meter_set_current, which bumps the epoch (not inside a
+         * guarded section, whose lookups must miss: see in_hook). */
+        if (ts != NULL && ts->context != NULL && !in_hook && !M.disabled)
+            cache_store(ts, NULL, set_epoch);
+        return NULL;
+    }
+    return current_slot_slow(ts, idx, gen);
 }
 
 int nea_meter_set_current(PyObject *value)
@@ -458,13 +466,13 @@ static NEA_INLINE void *fast_small(nea_slot *s, rg_slot *rs, size_t size)
     return p;
 }
 
-/* The hot cases: no budgets open; the cache is right and no budget is current (the
- * server's own work), or fast_small applies. Inlined into one hook per domain (see
+/* The hot cases: the cache is right and no budget is current (the server's own work, or
+ * no budget open at all: see current_slot), or fast_small applies. No test of "any budget
+ * open?" first: under load some budget almost always is, and the test would only cost
+ * the budgeted allocations. Inlined into one hook per domain (see
  * NEA_DOMAIN_HOOKS), so `d` is a constant there. */
 static NEA_INLINE void *malloc_hot(domain_hook *d, size_t size)
 {
-    if (NEA_LIKELY(M.open_count == 0))
-        return d->prev.malloc(d->prev.ctx, size);
     PyThreadState *ts = NEA_TSTATE();
     if (NEA_LIKELY(cache_hit(ts))) {
         nea_slot *s = cache.slot;
@@ -494,8 +502,6 @@ static NEA_COLD void *calloc_slow(domain_hook *d, size_t nelem, size_t elsize)
 
 static NEA_INLINE void *calloc_hot(domain_hook *d, size_t nelem, size_t elsize)
 {
-    if (NEA_LIKELY(M.open_count == 0))
-        return d->prev.calloc(d->prev.ctx, nelem, elsize);
     PyThreadState *ts = NEA_TSTATE();
     if (NEA_LIKELY(cache_hit(ts))) {
         nea_slot *s = cache.slot;
