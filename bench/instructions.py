@@ -26,6 +26,11 @@ be a ``200``, or the script stops.
 What it counts: instructions the server process executes per request, its own and the
 kernel's excluded. Not wall time, cache misses, branch mispredictions or system calls; an
 optimisation that removes instructions but adds cache misses looks better here than it is.
+The last two columns leave out glibc's ``memcpy``/``memmove``/``memset``: they choose
+``rep movsb`` or a vector loop from the buffers' alignment, and callgrind counts every step
+of ``rep movsb`` as an instruction, so the same copies of a JSON body count up to 1 %
+differently from one heap layout (one run) to the next. Without them, repeated runs agree
+far more closely.
 
     python bench/instructions.py                      # every row and column, a few minutes
     python bench/instructions.py --only json,nea-off,nea-defaults --requests 200
@@ -165,7 +170,29 @@ def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str
     return uvicorn_command(app, port, python=python), row.uvicorn_path
 
 
-def count(row: str, col: str, python: str, n: int, out: Path) -> int:
+@dataclasses.dataclass(frozen=True)
+class Count:
+    total: float  # instructions
+    copies: float  # of which in libc's memcpy/memmove/memset (see the module's docstring)
+
+
+_COPY_FUNCTION = re.compile(r"^\s*([\d,]+) .*:__mem(?:cpy|move|set)\w* ", re.MULTILINE)
+
+
+def _copies(profile: Path) -> int:
+    """Instructions spent in libc's memcpy/memmove/memset in a callgrind profile."""
+    annotate = subprocess.run(
+        ["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no", str(profile)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if annotate.returncode != 0:
+        raise BenchError(f"callgrind_annotate failed on {profile}: {annotate.stderr.strip()}")
+    return sum(int(m.group(1).replace(",", "")) for m in _COPY_FUNCTION.finditer(annotate.stdout))
+
+
+def count(row: str, col: str, python: str, n: int, out: Path) -> Count:
     """Instructions callgrind collects while the server of a cell answers ``n`` requests and
     shuts down; the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
     port = free_port()  # here, not when the run is queued: the port stays free only briefly
@@ -201,7 +228,7 @@ def count(row: str, col: str, python: str, n: int, out: Path) -> int:
     found = re.search(r"Collected : (\d+)", log.read_text(errors="replace"))
     if found is None:
         raise BenchError(f"no instruction count in {log} (exit status {proc.returncode})")
-    return int(found.group(1))
+    return Count(int(found.group(1)), _copies(out))
 
 
 def measure(
@@ -210,14 +237,14 @@ def measure(
     python: str,
     jobs: int,
     keep: Path | None,
-) -> dict[tuple[str, str], float]:
+) -> dict[tuple[str, str], Count]:
     """Instructions per request of every (row, column) cell; ``jobs`` servers at a time.
     With ``keep``, the callgrind profiles stay there as ``callgrind.ROW.COLUMN.REQUESTS``."""
-    results: dict[tuple[str, str], float] = {}
+    results: dict[tuple[str, str], Count] = {}
     with tempfile.TemporaryDirectory(prefix="nea-instructions-") as tmp:
         outdir = keep or Path(tmp)
         pool = ThreadPoolExecutor(max_workers=jobs)
-        futures: dict[tuple[str, str], tuple[Future[int], Future[int]]] = {}
+        futures: dict[tuple[str, str], tuple[Future[Count], Future[Count]]] = {}
         try:
             for row, col in cells:
                 n = requests[row]
@@ -227,7 +254,10 @@ def measure(
                     runs.append(pool.submit(count, row, col, python, k, out))
                 futures[row, col] = (runs[0], runs[1])
             for (row, col), (once, twice) in futures.items():
-                results[row, col] = (twice.result() - once.result()) / requests[row]
+                first, second, n = once.result(), twice.result(), requests[row]
+                results[row, col] = Count(
+                    (second.total - first.total) / n, (second.copies - first.copies) / n
+                )
                 print(f"  measured {row:5} {COLUMNS[col].label}", file=sys.stderr, flush=True)
         finally:
             for pair in futures.values():
@@ -254,7 +284,7 @@ def _select(only: str | None) -> tuple[list[str], list[str]]:
 
 
 def _preflight(python: str) -> str:
-    for tool in ("valgrind", "callgrind_control"):
+    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not on PATH: install valgrind (apt-get install valgrind)")
     probe = subprocess.run(
@@ -272,18 +302,33 @@ def _preflight(python: str) -> str:
     return version
 
 
-def report(results: dict[tuple[str, str], float]) -> None:
-    print(f"{'row':6} {'server':36} {'instructions/request':>21} {'vs baseline':>12}")
+def report(results: dict[tuple[str, str], Count]) -> None:
+    print(
+        f"{'row':6} {'server':36} {'instructions/request':>21} {'vs baseline':>12}"
+        f" {'without mem*':>13} {'vs baseline':>12}"
+    )
     for row in ROWS:
         for col, column in COLUMNS.items():
             if (row, col) not in results:
                 continue
             value = results[row, col]
             base = results.get((row, column.baseline)) if column.baseline else None
-            ratio = "(baseline)" if column.baseline is None else "(no baseline)"
-            if base is not None:
-                ratio = f"{value / base - 1:+.1%}".replace("%", " %")
-            print(f"{row:6} {column.label:36} {value:21,.0f} {ratio:>12}")
+            rest = value.total - value.copies
+            base_total = None if base is None else base.total
+            base_rest = None if base is None else base.total - base.copies
+            print(
+                f"{row:6} {column.label:36} {value.total:21,.0f} "
+                f"{_versus(value.total, base_total, column):>12} {rest:13,.0f} "
+                f"{_versus(rest, base_rest, column):>12}"
+            )
+
+
+def _versus(value: float, base: float | None, column: Column) -> str:
+    if column.baseline is None:
+        return "(baseline)"
+    if not base:
+        return "(no baseline)"
+    return f"{value / base - 1:+.1%}".replace("%", " %")
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,16 +56,42 @@ def test_report_prints_ratios_against_the_row_baseline(
     bench: tuple[ModuleType, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:
     instructions, _ = bench
+    count = instructions.Count
     results = {
-        ("json", "nea-off"): 4_000_000.0,
-        ("json", "nea-defaults"): 4_100_000.0,
-        ("json", "uvicorn-budget"): 1_000.0,
+        ("json", "nea-off"): count(4_000_000.0, 200_000.0),
+        ("json", "nea-defaults"): count(4_100_000.0, 150_000.0),
+        ("json", "uvicorn-budget"): count(1_000.0, 0.0),
     }
     instructions.report(results)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split()[-2:] == ["4,000,000", "(baseline)"]
-    assert lines[2].endswith("4,100,000       +2.5 %")
+    assert lines[1].split()[-4:] == ["4,000,000", "(baseline)", "3,800,000", "(baseline)"]
+    assert lines[2].split()[-6:] == ["4,100,000", "+2.5", "%", "3,950,000", "+3.9", "%"]
     assert lines[3].endswith("(no baseline)")
+
+
+def test_copies_sums_libc_memory_copies_of_a_profile(
+    bench: tuple[ModuleType, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instructions, _ = bench
+    annotated = """\
+--------------------------------------------------------------------------------
+Ir
+--------------------------------------------------------------------------------
+4,000,000 (100.0%)  PROGRAM TOTALS
+  195,429 ( 4.86%)  ./string/../sysdeps/x86_64/multiarch/memmove-vec-unaligned-erms.S:\
+__memcpy_avx_unaligned_erms [/usr/lib/x86_64-linux-gnu/libc.so.6]
+   10,000 ( 0.25%)  ./string/../sysdeps/x86_64/multiarch/memset-vec-unaligned-erms.S:\
+__memset_avx2_unaligned_erms [/usr/lib/x86_64-linux-gnu/libc.so.6]
+   99,000 ( 2.47%)  Objects/obmalloc.c:_PyObject_Malloc [libpython3.11.so.1.0]
+    7,000 ( 0.17%)  Objects/bytesobject.c:memmove_like_helper [libpython3.11.so.1.0]
+"""
+
+    def fake_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        assert command[0] == "callgrind_annotate" and command[-1] == str(tmp_path / "p")
+        return subprocess.CompletedProcess(command, 0, annotated, "")
+
+    monkeypatch.setattr(instructions.subprocess, "run", fake_run)
+    assert instructions._copies(tmp_path / "p") == 205_429
 
 
 def test_cpu_seconds_reads_this_process(bench: tuple[ModuleType, ModuleType]) -> None:
