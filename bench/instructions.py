@@ -9,8 +9,9 @@ request in the steady state (what both runs share, shutdown included, cancels ou
 Instrumentation is switched on (``callgrind_control -i on``) only after the server has
 answered 20 warm-up requests on another connection, so start-up runs at valgrind's
 uninstrumented speed and the first requests' one-off work is not counted. Repeated runs
-of nea agree to within 0.5 % (hello) and 0.1 % (json): how the client's requests fall into
-the server's event-loop iterations still varies a little with the machine's load.
+of nea agree to within 0.5 % (hello) and, without libc's memory copies (see below), 0.1 %
+(json): how the client's requests fall into the server's event-loop iterations still varies
+a little with the machine's load.
 uvicorn's hello numbers move by about 3 %: its main loop wakes every 100 ms, work that
 grows with wall time, and a hello request under callgrind takes milliseconds.
 
