@@ -315,10 +315,10 @@ void nea_meter_trim_quiet(void)
 }
 
 
-/* The open slot of the current budget, from the cache when it is right. */
-static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
+/* The open slot of the current budget in thread state `ts` (the caller's, already read),
+ * from the cache when it is right. */
+static NEA_INLINE nea_slot *current_slot_of(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
 {
-    PyThreadState *ts = NEA_TSTATE();
     if (NEA_LIKELY(cache_hit(ts))) {
         *idx = cache.idx;
         *gen = cache.gen;
@@ -334,6 +334,11 @@ static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
         return NULL;
     }
     return current_slot_slow(ts, idx, gen);
+}
+
+static NEA_INLINE nea_slot *current_slot(uint32_t *idx, uint64_t *gen)
+{
+    return current_slot_of(NEA_TSTATE(), idx, gen);
 }
 
 int nea_meter_set_current(PyObject *value)
@@ -436,11 +441,11 @@ static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
 /* Everything but the hot case of malloc_hot (out of line, so the hot case saves no
  * registers): the cache missed, no region, a large block, a new class page, near the
  * limit. */
-static NEA_COLD void *malloc_slow(domain_hook *d, size_t size)
+static NEA_COLD void *malloc_slow(domain_hook *d, PyThreadState *ts, size_t size)
 {
     uint32_t idx;
     uint64_t gen;
-    nea_slot *s = current_slot(&idx, &gen);
+    nea_slot *s = current_slot_of(ts, &idx, &gen);
     if (s == NULL)
         return d->prev.malloc(d->prev.ctx, size);
     void *p = holder_alloc(s, size);
@@ -482,14 +487,15 @@ static NEA_INLINE void *malloc_hot(domain_hook *d, size_t size)
         if (NEA_LIKELY(p != NULL))
             return p;
     }
-    return malloc_slow(d, size);
+    return malloc_slow(d, ts, size); /* the thread state is read once per allocation */
 }
 
-static NEA_COLD void *calloc_slow(domain_hook *d, size_t nelem, size_t elsize)
+static NEA_COLD void *calloc_slow(domain_hook *d, PyThreadState *ts, size_t nelem,
+                                   size_t elsize)
 {
     uint32_t idx;
     uint64_t gen;
-    nea_slot *s = current_slot(&idx, &gen);
+    nea_slot *s = current_slot_of(ts, &idx, &gen);
     if (s == NULL)
         return d->prev.calloc(d->prev.ctx, nelem, elsize);
     if (elsize == 0 || nelem <= SIZE_MAX / elsize) {
@@ -514,7 +520,7 @@ static NEA_INLINE void *calloc_hot(domain_hook *d, size_t nelem, size_t elsize)
                 return memset(p, 0, size);
         }
     }
-    return calloc_slow(d, nelem, elsize);
+    return calloc_slow(d, ts, nelem, elsize);
 }
 
 /* Free a region block and un-charge its owner (nobody, when it escaped its budget). A
