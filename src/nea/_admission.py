@@ -182,19 +182,11 @@ class _ResponseGuard:
     there: tracks the response and refuses messages once the budget tripped (also after
     the app returned, unlike nea's server, which admission alone may still send to)."""
 
-    __slots__ = (
-        "_budget",
-        "_send",
-        "app_handle",
-        "budget",
-        "response_complete",
-        "response_started",
-    )
+    __slots__ = ("_send", "app_handle", "budget", "response_complete", "response_started")
 
     def __init__(self, send: Send, request_budget: Budget) -> None:
         self._send = send
-        self._budget = request_budget
-        self.budget: Budget | None = request_budget
+        self.budget: Budget | None = request_budget  # never None here (typed as Exchange's)
         self.app_handle: Any = None
         self.response_started = False
         self.response_complete = False
@@ -203,8 +195,8 @@ class _ResponseGuard:
         # A plain method returning the server's awaitable: no coroutine of its own per
         # message. ``Budget._handle.tripped`` is a C getter that allocates nothing, so the
         # check itself cannot fail at the budget's edge.
-        request_budget = self._budget
-        if request_budget._handle.tripped:
+        request_budget = self.budget
+        if request_budget is not None and request_budget._handle.tripped:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
