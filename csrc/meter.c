@@ -90,15 +90,29 @@ int nea_meter_set_loop_frames(PyObject *codes)
     return 0;
 }
 
-static int is_loop_frame(PyObject *code)
+/* Code objects of nea's own budget exits (Budget.__exit__, admission's request path),
+ * set from Python at install: a delivery due while one of them is the innermost frame
+ * waits, so that closing a budget never fails on its own trip. */
+static PyObject *exit_frames; /* tuple or NULL; strong ref */
+
+int nea_meter_set_exit_frames(PyObject *codes)
 {
-    if (loop_frames == NULL)
+    Py_XINCREF(codes);
+    Py_XSETREF(exit_frames, codes);
+    return 0;
+}
+
+static int in_tuple(PyObject *tuple, PyObject *item)
+{
+    if (tuple == NULL)
         return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(loop_frames); i++)
-        if (PyTuple_GET_ITEM(loop_frames, i) == code)
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyTuple_GET_ITEM(tuple, i) == item)
             return 1;
     return 0;
 }
+
+static int is_loop_frame(PyObject *code) { return in_tuple(loop_frames, code); }
 
 #define NEA_TASK_CODE (CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR)
 #define NEA_MAX_WALK 256
@@ -136,8 +150,128 @@ static int made_by_loop(PyObject **code, int *line)
     return loop;
 }
 
-/* An allocation would exceed `t`'s limit: refuse it (1) and trip the budget, recording
- * the first refused site; or, when the loop's machinery makes it, let it through (0). */
+/* ---- trips and their delivery ------------------------------------------------------
+ *
+ * Crossing a budget's limit never fails the allocation that crosses it: third-party C
+ * code that gets NULL back crashes (orjson), panics (pydantic-core) or, in CPython's own
+ * unwind, retries forever. Instead the budget *trips*, and a `BudgetExceeded` is *owed*
+ * to its code. The meter delivers it at a safe point, a bytecode boundary where CPython
+ * checks for pending work, in the budget's own code:
+ *
+ * - on the main thread (where the event loop runs), through Py_AddPendingCall: the call
+ *   runs at the next check, and raises only when the context running then has the owed
+ *   budget current and the innermost code is the budget's (a task's coroutine, or plain
+ *   code), never the event loop's dispatch nor another request's task;
+ * - in another thread (a thread pool running `to_thread` work), the same pending call
+ *   (on the main thread, outside any allocation) sets an asynchronous exception on that
+ *   thread, after checking that the thread still runs in the owed budget's context and
+ *   runs no event loop (no coroutine on its stack). Thread pools run the work inside
+ *   `context.run` within `try/except BaseException`, so even an exception that arrives
+ *   just after the work returned reaches the request that awaited it.
+ *
+ * Allocations past the ceiling (the hard line) are refused, except small blocks
+ * (NEA_ALWAYS_GRANTED_BYTES) and the event loop's own work for a task. */
+
+static PyObject *trip_factory; /* callable(handle, in_thread) -> exception; strong ref */
+static int pending_armed;      /* GIL: a delivery call is queued */
+static size_t shared_ceiling;  /* GIL: the memory plan all outermost budgets share, or 0 */
+
+void nea_meter_set_shared_ceiling(size_t bytes) { shared_ceiling = bytes; }
+
+/* May a budget past its own ceiling still take `size` more? Yes while everything charged
+ * to outermost budgets stays within the shared ceiling (the server's memory plan): a
+ * tripped request borrows what idle slots do not use while it unwinds. Only budgets past
+ * their ceiling ask, so the walk over the slots costs nothing on the common paths. */
+static int within_shared_ceiling(size_t size)
+{
+    if (shared_ceiling == 0 || size > shared_ceiling)
+        return 0;
+    size_t total = 0;
+    for (uint32_t i = 0; i < M.slot_used; i++) {
+        const nea_slot *t = &M.slots[i];
+        if (t->state == NEA_SLOT_OPEN && t->parent == NEA_NO_SLOT) {
+            total += t->live;
+            if (total > shared_ceiling - size)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+int nea_meter_set_trip_factory(PyObject *factory)
+{
+    Py_XINCREF(factory);
+    Py_XSETREF(trip_factory, factory);
+    return 0;
+}
+
+static int deliver(void *arg);
+
+/* Queue the delivery call (once; it re-arms by itself when it could not deliver). */
+static void arm_delivery(void)
+{
+    if (!pending_armed && trip_factory != NULL && Py_AddPendingCall(deliver, NULL) == 0)
+        pending_armed = 1;
+}
+
+/* The innermost frame's code and line (new ref, or NULL when no Python frame runs). Called
+ * with the in_hook guard (a frame may be materialised). */
+static PyObject *innermost_site(int *line)
+{
+    PyThreadState *ts = NEA_TSTATE();
+    PyFrameObject *frame = ts ? PyThreadState_GetFrame(ts) : NULL;
+    if (frame == NULL)
+        return NULL;
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    *line = PyFrame_GetLineNumber(frame);
+    Py_DECREF(frame);
+    return code;
+}
+
+/* `t` is past its limit with `size` more: trip it (recording the site and size of the
+ * first crossing) and, when `owe`, owe it a delivery if it has grown enough since the
+ * last one. Returns the slot again (the site capture may run the GC), or NULL when it is
+ * gone. */
+static NEA_COLD nea_slot *trip(nea_slot *t, size_t size, int owe)
+{
+    uint32_t idx = (uint32_t)(t - M.slots);
+    uint64_t gen = t->gen;
+    if (!t->tripped) {
+        int saved = in_hook, line = 0;
+        in_hook = 1; /* the frame may be materialised: forward those uncharged */
+        cache.epoch = 0;
+        PyObject *code = innermost_site(&line);
+        in_hook = saved;
+        t = slot_at(idx, gen);
+        if (t == NULL || t->state != NEA_SLOT_OPEN) {
+            Py_XDECREF(code);
+            return NULL;
+        }
+        t->tripped = 1;
+        t->refused_size = size;
+        t->refused_code = code; /* keeps the reference */
+        t->refused_line = line;
+    }
+    size_t after = t->live + size < t->live ? SIZE_MAX : t->live + size;
+    if (!owe) {
+        /* A refusal raises MemoryError at the allocating line: that is this delivery. */
+        t->owed = 0;
+        t->owe_above = t->live + NEA_REDELIVER_BYTES;
+        return t;
+    }
+    if (after > t->owe_above) {
+        t->owed = 1;
+        t->owe_above = SIZE_MAX;
+        t->owed_thread = PyThread_get_thread_ident();
+    }
+    if (t->owed)
+        arm_delivery();
+    return t;
+}
+
+/* `t` would pass its ceiling with `size` more: refuse (1), or let the event loop's own
+ * work for a task through (0): refusing there raises inside the loop, and the task is
+ * never resumed. */
 static NEA_COLD int refuse(nea_slot *t, size_t size)
 {
     uint32_t idx = (uint32_t)(t - M.slots);
@@ -149,44 +283,206 @@ static NEA_COLD int refuse(nea_slot *t, size_t size)
     PyObject *code = NULL;
     int loop = made_by_loop(&code, &line);
     in_hook = saved;
+    Py_XDECREF(code);
     /* The walk can run the GC and finalizers, which may close this budget or open others
      * (moving the slot array): find the slot again. */
     t = slot_at(idx, gen);
-    if (loop || t == NULL || t->state != NEA_SLOT_OPEN) {
-        Py_XDECREF(code);
+    if (loop || t == NULL || t->state != NEA_SLOT_OPEN)
         return 0;
-    }
     t->refused++;
-    if (!t->tripped) {
-        t->tripped = 1;
-        t->refused_size = size;
-        t->refused_code = code; /* keeps the reference */
-        t->refused_line = line;
-    }
-    else {
-        Py_XDECREF(code);
-    }
+    trip(t, size, 0); /* a refusal is a crossing too (the first one records its site) */
     return 1;
 }
 
-/* Would charging `size` to `s` and its open ancestors exceed a limit? Trips the first
- * budget that would; returns 1 to refuse. */
+/* Charging `size` to `s` and its open ancestors: 1 to refuse (past a ceiling), else 0;
+ * every budget it takes past its limit trips. */
 static NEA_INLINE int over_limit(nea_slot *s, size_t size)
 {
     for (nea_slot *t = s; t != NULL; t = slot_parent(t)) {
         if (t->state != NEA_SLOT_OPEN)
             continue;
-        size_t allowed = t->limit;
-        if (NEA_UNLIKELY(t->tripped)) {
-            allowed += NEA_GRACE_BYTES;
-            if (allowed < t->limit)
-                allowed = SIZE_MAX;
-        }
-        if (NEA_LIKELY(t->live <= allowed && size <= allowed - t->live))
+        if (NEA_LIKELY(t->live <= t->limit && size <= t->limit - t->live))
             continue;
-        return refuse(t, size);
+        if (size > NEA_ALWAYS_GRANTED_BYTES &&
+            !(t->live <= t->ceiling && size <= t->ceiling - t->live) &&
+            !within_shared_ceiling(size))
+            return refuse(t, size);
+        t = trip(t, size, 1);
+        if (t == NULL)
+            return 0; /* the GC closed it meanwhile: nothing left to check */
     }
     return 0;
+}
+
+/* A thread's state by its ident (GIL held: the list does not change meanwhile). */
+static PyThreadState *thread_by_ident(unsigned long ident)
+{
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp); ts != NULL;
+         ts = PyThreadState_Next(ts))
+        if (ts->thread_id == ident)
+            return ts;
+    return NULL;
+}
+
+/* Is (idx, gen) `value`'s budget or one it is nested in? */
+static int handle_in_chain(PyObject *value, uint32_t idx, uint64_t gen)
+{
+    if (value == NULL || Py_TYPE(value) != &nea_HandleType)
+        return 0;
+    nea_handle *h = (nea_handle *)value;
+    for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
+        if (t == &M.slots[idx] && t->gen == gen)
+            return 1;
+    return 0;
+}
+
+/* Does thread `ts` run budget (idx, gen) now, outside any event loop? Its frames are
+ * walked under the GIL, as sys._current_frames does. */
+static int thread_runs_budget(PyThreadState *ts, uint32_t idx, uint64_t gen)
+{
+    if (ts->context == NULL)
+        return 0;
+    PyObject *value = PyObject_GetItem(ts->context, M.var);
+    if (value == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int in_budget = handle_in_chain(value, idx, gen);
+    Py_DECREF(value);
+    if (!in_budget)
+        return 0;
+    PyFrameObject *frame = PyThreadState_GetFrame(ts);
+    for (int depth = 0; frame != NULL && depth < NEA_MAX_WALK; depth++) {
+        PyCodeObject *c = PyFrame_GetCode(frame);
+        int task_code = (c->co_flags & NEA_TASK_CODE) != 0;
+        Py_DECREF(c);
+        if (task_code) {
+            Py_DECREF(frame);
+            return 0; /* an event loop's thread: its safe points are the budget's exit */
+        }
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    Py_XDECREF(frame);
+    return 1;
+}
+
+/* The exception for budget (idx, gen), from the factory (run uncharged). */
+static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
+{
+    nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
+    if (h == NULL)
+        return NULL;
+    /* A borrowed view of the open slot: closed = 0, no owner, never closes on dealloc. */
+    h->idx = idx;
+    h->gen = gen;
+    h->closed = 1; /* dealloc must not close the slot; the getters read final below */
+    h->owner = NULL;
+    h->previous = NULL;
+    memset(&h->final, 0, sizeof(h->final));
+    if (nea_slot_report(idx, gen, &h->final) < 0) {
+        Py_DECREF(h);
+        PyErr_SetString(PyExc_ValueError, "budget slot vanished");
+        return NULL;
+    }
+    PyObject_GC_Track((PyObject *)h);
+    PyObject *exc = PyObject_CallFunction(trip_factory, "Oi", (PyObject *)h, in_thread);
+    Py_DECREF(h);
+    return exc;
+}
+
+/* Deliver to another thread: an asynchronous exception, if it still runs the budget. */
+static void deliver_to_thread(nea_slot *s, uint32_t idx)
+{
+    PyThreadState *ts = thread_by_ident(s->owed_thread);
+    uint64_t gen = s->gen;
+    if (ts == NULL || !thread_runs_budget(ts, idx, gen))
+        return;
+    PyObject *cls = trip_error(idx, gen, 1);
+    if (cls == NULL) {
+        PyErr_WriteUnraisable(trip_factory);
+        return;
+    }
+    /* Looked up again: the factory ran Python code, and the thread may have ended. */
+    if (thread_by_ident(s->owed_thread) == ts && PyType_Check(cls))
+        PyThreadState_SetAsyncExc(s->owed_thread, cls);
+    Py_DECREF(cls);
+}
+
+/* The pending call: runs on the main thread at a bytecode boundary, never inside an
+ * allocation. Returns -1 with BudgetExceeded set to raise it in the code running now. */
+static int deliver(void *Py_UNUSED(arg))
+{
+    pending_armed = 0;
+    if (M.disabled || trip_factory == NULL || M.open_count == 0)
+        return 0;
+    unsigned long me = PyThread_get_thread_ident();
+    int saved = in_hook;
+    in_hook = 1; /* nothing done here is charged, nothing re-arms */
+    cache.epoch = 0;
+    /* Other threads first. The slot array may move while Python runs: index, not pointer. */
+    for (uint32_t i = 0; i < M.slot_used; i++) {
+        nea_slot *s = &M.slots[i];
+        if (s->state == NEA_SLOT_OPEN && s->owed && s->owed_thread != me) {
+            s->owed = 0;
+            s->owe_above = s->live + NEA_REDELIVER_BYTES;
+            deliver_to_thread(s, i);
+        }
+    }
+    /* Then this thread: the code running now, if it is the owed budget's own. */
+    PyObject *value = NULL, *error = NULL;
+    if (PyContextVar_Get(M.var, NULL, &value) < 0) {
+        PyErr_Clear();
+        value = NULL;
+    }
+    nea_slot *owed = NULL;
+    uint32_t owed_idx = 0;
+    uint64_t owed_gen = 0;
+    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
+        nea_handle *h = (nea_handle *)value;
+        for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
+            if (t->state == NEA_SLOT_OPEN && t->owed && t->owed_thread == me) {
+                owed = t;
+                break;
+            }
+    }
+    Py_XDECREF(value);
+    if (owed != NULL) {
+        uint32_t idx = owed_idx = (uint32_t)(owed - M.slots);
+        uint64_t gen = owed_gen = owed->gen;
+        int line = 0;
+        PyObject *code = NULL;
+        int loop = made_by_loop(&code, &line) || in_tuple(exit_frames, code);
+        Py_XDECREF(code);
+        owed = slot_at(idx, gen);
+        /* The loop's machinery working for the task, or nea closing the budget: leave it
+         * owed; the task's next allocation past the limit arms the call again. */
+        if (!loop && owed != NULL && owed->state == NEA_SLOT_OPEN) {
+            owed->owed = 0;
+            owed->owe_above = owed->live + NEA_REDELIVER_BYTES;
+            error = trip_error(idx, gen, 0);
+            if (error == NULL)
+                PyErr_WriteUnraisable(trip_factory);
+        }
+    }
+    in_hook = saved;
+    if (error == Py_None) {
+        /* The factory declined this spot (library code the exception must not cut
+         * through): still owed; the budget's next allocation past its limit re-arms. */
+        nea_slot *t = slot_at(owed_idx, owed_gen);
+        if (t != NULL && t->state == NEA_SLOT_OPEN) {
+            t->owed = 1;
+            t->owe_above = SIZE_MAX;
+        }
+        Py_CLEAR(error);
+    }
+    if (error == NULL)
+        return 0;
+    PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+    Py_DECREF(error);
+    return -1;
 }
 
 static NEA_INLINE void charge(nea_slot *s, size_t size)

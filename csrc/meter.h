@@ -17,10 +17,25 @@
 #error "nea._meter relies on the GIL; free-threaded builds use the tracemalloc meter"
 #endif
 
-/* Extra bytes a tripped budget may still take so the MemoryError can unwind, be logged
- * and become a response (a formatted traceback with linecache reading a few source
- * files stays well under this). Documented in docs/budgets.md. */
-#define NEA_GRACE_BYTES ((size_t)1 << 20)
+/* The soft limit and the hard ceiling (docs/budgets.md, "What happens at the limit").
+ * An allocation that takes a budget past its limit succeeds and trips the budget;
+ * `BudgetExceeded` is then delivered to the budget's own code at its next safe point.
+ * Only past the ceiling is an allocation refused. The default ceiling is the limit plus
+ * the larger of the limit and NEA_MIN_HEADROOM: room for the largest single C call a
+ * request makes after crossing (orjson.dumps of 200k records took 31.7 MiB past a 4 MiB
+ * limit before it returned) and for the unwind (a formatted traceback, an error page). */
+#define NEA_MIN_HEADROOM ((size_t)1 << 20)
+/* Blocks of at most this size are never refused, even past the ceiling: CPython's own
+ * unwinding allocates only small objects (an int for an except block's resume offset,
+ * traceback entries), and refusing one makes the eval loop retry the unwind forever with
+ * the GIL held. A request that keeps allocating small blocks after its trip is stopped by
+ * the exceptions delivered at its safe points, not by refusal. */
+#define NEA_ALWAYS_GRANTED_BYTES ((size_t)512)
+/* After a delivery, the next one is owed once the budget has grown this much more: a
+ * request that swallows BudgetExceeded and keeps allocating gets it again, while the
+ * few kilobytes of a normal unwind (tracebacks, an error response) never trigger a
+ * second one in a cleanup block. */
+#define NEA_REDELIVER_BYTES ((size_t)1 << 20)
 
 /* A budget's slot index takes 20 bits of a block's owner word, its generation 44 bits:
  * at most 2^20 - 1 budgets open (or forwarding) at once, and a slot can be reused
@@ -35,13 +50,16 @@ enum nea_slot_state { NEA_SLOT_FREE = 0, NEA_SLOT_OPEN = 1, NEA_SLOT_FORWARD = 2
  * enclosing budget is open; freeing those blocks un-charges the open ancestors, never this
  * slot. A slot is released (FREE, generation bumped) when no open ancestor is left. */
 typedef struct {
-    size_t limit;
+    size_t limit;             /* the soft limit: crossing it trips the budget */
+    size_t ceiling;           /* the hard ceiling: past it, allocations are refused */
+    size_t owe_above;         /* owe a delivery when live passes this (SIZE_MAX: owed) */
+    unsigned long owed_thread;/* thread ident that made the allocation a delivery is owed for */
     size_t live;
     size_t peak;
     uint64_t allocations;
-    uint64_t refused;
-    size_t refused_size;      /* size of the first refused allocation */
-    PyObject *refused_code;   /* strong ref: code object of the first refused site */
+    uint64_t refused;         /* allocations refused at the ceiling */
+    size_t refused_size;      /* size of the allocation that tripped the budget */
+    PyObject *refused_code;   /* strong ref: code object of the site that tripped it */
     int refused_line;
     uint64_t gen;
     uint32_t parent;          /* enclosing budget at open time, or NEA_NO_SLOT */
@@ -50,11 +68,12 @@ typedef struct {
     uint32_t region;          /* region slot held (outermost budgets), or RG_NONE */
     uint8_t state;
     uint8_t tripped;
+    uint8_t owed;             /* a BudgetExceeded is owed to this budget's code */
 } nea_slot;
 
 /* A copy of a slot's numbers, taken before the slot may be released. */
 typedef struct {
-    size_t limit, live, peak, retained, refused_size;
+    size_t limit, ceiling, live, peak, retained, refused_size;
     uint64_t allocations, refused;
     int tripped;
     PyObject *refused_code;   /* new reference or NULL */
@@ -84,8 +103,17 @@ void nea_meter_disable(void);               /* at exit: stop charging */
 int nea_meter_set_current(PyObject *value);
 /* Code objects whose frames are the event loop's dispatch (tuple); see meter.c. */
 int nea_meter_set_loop_frames(PyObject *codes);
+/* The ceiling a budget of `limit` bytes gets when none is given. */
+size_t nea_default_ceiling(size_t limit);
+/* Code objects of nea's budget exits, where deliveries wait (tuple); see meter.c. */
+int nea_meter_set_exit_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
-int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen);
+int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32_t *idx,
+                  uint64_t *gen);
+/* The memory plan shared by all outermost budgets (0: none); see meter.c. */
+void nea_meter_set_shared_ceiling(size_t bytes);
+/* The callable that builds the exception a delivery raises (see meter.c, delivery). */
+int nea_meter_set_trip_factory(PyObject *factory);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */
 int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out);
 /* Close an open budget; fills `out` with its final numbers. */

@@ -111,7 +111,7 @@ static PyObject *handle_get_peak(PyObject *self, void *Py_UNUSED(closure))
 static PyGetSetDef handle_getset[] = {
     {"owner", handle_get_owner, NULL, "the nea.Budget this handle belongs to", NULL},
     {"closed", handle_get_closed, NULL, "True once the budget was closed", NULL},
-    {"tripped", handle_get_tripped, NULL, "True once an allocation was refused", NULL},
+    {"tripped", handle_get_tripped, NULL, "True once the limit was crossed", NULL},
     {"limit", handle_get_limit, NULL, "the limit in bytes", NULL},
     {"live", handle_get_live, NULL, "bytes charged now (once closed: retained)", NULL},
     {"peak", handle_get_peak, NULL, "the most bytes ever charged at once", NULL},
@@ -174,6 +174,17 @@ static PyObject *meter_set_loop_frames(PyObject *Py_UNUSED(m), PyObject *codes)
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_set_exit_frames(PyObject *Py_UNUSED(m), PyObject *codes)
+{
+    if (!PyTuple_Check(codes)) {
+        PyErr_Format(PyExc_TypeError, "expected a tuple of code objects, got %s",
+                     Py_TYPE(codes)->tp_name);
+        return NULL;
+    }
+    nea_meter_set_exit_frames(codes);
+    Py_RETURN_NONE;
+}
+
 static PyObject *meter_installed(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
 {
     return PyBool_FromLong(nea_meter_installed());
@@ -185,13 +196,26 @@ static PyObject *meter_disable(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args)
     Py_RETURN_NONE;
 }
 
-/* A new handle with an open slot of `limit_obj` bytes nested in `parent_obj` (the value
- * of `current`, may be NULL or None). */
-static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *parent_obj)
+/* A new handle with an open slot of `limit_obj` bytes (hard ceiling `ceiling_obj`, or
+ * the default for NULL/None) nested in `parent_obj` (the value of `current`, may be NULL
+ * or None). */
+static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *parent_obj,
+                              PyObject *ceiling_obj)
 {
     size_t limit = PyLong_AsSize_t(limit_obj);
     if (limit == (size_t)-1 && PyErr_Occurred())
         return NULL;
+    size_t ceiling = nea_default_ceiling(limit);
+    if (ceiling_obj != NULL && ceiling_obj != Py_None) {
+        ceiling = PyLong_AsSize_t(ceiling_obj);
+        if (ceiling == (size_t)-1 && PyErr_Occurred())
+            return NULL;
+        if (ceiling < limit) {
+            PyErr_Format(PyExc_ValueError, "ceiling: expected at least the limit (%zu bytes), "
+                         "got %zu", limit, ceiling);
+            return NULL;
+        }
+    }
     nea_handle *parent = NULL;
     if (parent_obj != NULL && Py_TYPE(parent_obj) == &nea_HandleType)
         parent = (nea_handle *)parent_obj;
@@ -204,11 +228,12 @@ static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *pa
     memset(&h->final, 0, sizeof(h->final));
     h->idx = 0;
     h->gen = 0;
-    if (nea_slot_open(limit, parent, &h->idx, &h->gen) < 0) {
+    if (nea_slot_open(limit, ceiling, parent, &h->idx, &h->gen) < 0) {
         Py_DECREF(h);
         return NULL;
     }
     h->final.limit = limit;
+    h->final.ceiling = ceiling;
     h->closed = 0;
     PyObject_GC_Track((PyObject *)h);
     return h;
@@ -216,14 +241,15 @@ static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *pa
 
 static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "open() takes (limit, owner), got %zd arguments", nargs);
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "open() takes (limit, owner[, ceiling]), got %zd "
+                     "arguments", nargs);
         return NULL;
     }
     PyObject *parent_obj = NULL;
     if (PyContextVar_Get(current_var, NULL, &parent_obj) < 0)
         return NULL;
-    nea_handle *h = new_handle(args[0], args[1], parent_obj);
+    nea_handle *h = new_handle(args[0], args[1], parent_obj, nargs == 3 ? args[2] : NULL);
     Py_XDECREF(parent_obj);
     return (PyObject *)h;
 }
@@ -232,8 +258,9 @@ static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
  * one call (the per-request path). The previous value is kept on the handle for exit(). */
 static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "enter() takes (limit, owner), got %zd arguments", nargs);
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "enter() takes (limit, owner[, ceiling]), got %zd "
+                     "arguments", nargs);
         return NULL;
     }
     /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
@@ -242,7 +269,7 @@ static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
     PyObject *previous = NULL;
     if (PyContextVar_Get(current_var, NULL, &previous) < 0)
         return NULL;
-    nea_handle *h = new_handle(args[0], args[1], previous);
+    nea_handle *h = new_handle(args[0], args[1], previous, nargs == 3 ? args[2] : NULL);
     if (h == NULL) {
         Py_XDECREF(previous);
         return NULL;
@@ -269,16 +296,18 @@ static PyObject *site_string(const nea_report *r)
     return site;
 }
 
-/* (limit, live, peak, allocations, refused, retained, tripped, refused_size, refused_at) */
+/* (limit, live, peak, allocations, refused, retained, tripped, refused_size, refused_at,
+ *  ceiling) */
 static PyObject *report_tuple(const nea_report *r)
 {
     PyObject *site = site_string(r);
     if (site == NULL)
         return NULL;
-    return Py_BuildValue("(nnnKKnNnN)", (Py_ssize_t)r->limit, (Py_ssize_t)r->live,
+    return Py_BuildValue("(nnnKKnNnNn)", (Py_ssize_t)r->limit, (Py_ssize_t)r->live,
                          (Py_ssize_t)r->peak, (unsigned long long)r->allocations,
                          (unsigned long long)r->refused, (Py_ssize_t)r->retained,
-                         PyBool_FromLong(r->tripped), (Py_ssize_t)r->refused_size, site);
+                         PyBool_FromLong(r->tripped), (Py_ssize_t)r->refused_size, site,
+                         (Py_ssize_t)r->ceiling);
 }
 
 static nea_handle *as_handle(PyObject *arg)
@@ -362,6 +391,25 @@ static PyObject *meter_snapshot(PyObject *Py_UNUSED(m), PyObject *arg)
     if (h == NULL || handle_numbers(h, &r) < 0)
         return NULL;
     return report_tuple(&r);
+}
+
+static PyObject *meter_set_trip_factory(PyObject *Py_UNUSED(m), PyObject *factory)
+{
+    if (!PyCallable_Check(factory)) {
+        PyErr_Format(PyExc_TypeError, "expected a callable, got %s", Py_TYPE(factory)->tp_name);
+        return NULL;
+    }
+    nea_meter_set_trip_factory(factory);
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_set_shared_ceiling(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    size_t bytes = PyLong_AsSize_t(arg);
+    if (bytes == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    nea_meter_set_shared_ceiling(bytes);
+    Py_RETURN_NONE;
 }
 
 static PyObject *meter_table_info(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
@@ -457,6 +505,8 @@ static PyMethodDef meter_methods[] = {
      "set_current(handle_or_None): set the `current` contextvar (never set it directly)."},
     {"set_loop_frames", meter_set_loop_frames, METH_O,
      "set_loop_frames(codes): frames of the event loop's dispatch; never refused there."},
+    {"set_exit_frames", meter_set_exit_frames, METH_O,
+     "set_exit_frames(codes): frames of nea's budget exits; deliveries wait there."},
     {"disable", meter_disable, METH_NOARGS, "Stop charging (interpreter exit)."},
     {"open", (PyCFunction)(void (*)(void))meter_open, METH_FASTCALL,
      "open(limit, owner): open a budget nested in the current one; returns a Handle."},
@@ -467,6 +517,12 @@ static PyMethodDef meter_methods[] = {
      "exit(handle): close a budget made by enter(), restore the previous one; -> tripped."},
     {"snapshot", meter_snapshot, METH_O,
      "snapshot(handle): a budget's numbers (the final ones once it is closed)."},
+    {"set_trip_factory", meter_set_trip_factory, METH_O,
+     "set_trip_factory(f): f(handle, in_thread) builds what a delivery raises (an "
+     "exception; in another thread, an exception class)."},
+    {"set_shared_ceiling", meter_set_shared_ceiling, METH_O,
+     "set_shared_ceiling(bytes): the memory plan outermost budgets share past their own "
+     "ceilings (0: none)."},
     {"table_info", meter_table_info, METH_NOARGS, "Sizes of the meter's tables."},
     {"alloc_free_loop", (PyCFunction)(void (*)(void))meter_alloc_free_loop, METH_FASTCALL,
      "alloc_free_loop(n, size): n PyObject_Malloc/Free pairs (benchmarks)."},
@@ -497,7 +553,10 @@ static int meter_exec(PyObject *module)
         return -1;
     if (PyModule_AddObjectRef(module, "Handle", (PyObject *)&nea_HandleType) < 0)
         return -1;
-    if (PyModule_AddIntConstant(module, "GRACE_BYTES", (long)NEA_GRACE_BYTES) < 0)
+    if (PyModule_AddIntConstant(module, "MIN_HEADROOM", (long)NEA_MIN_HEADROOM) < 0 ||
+        PyModule_AddIntConstant(module, "ALWAYS_GRANTED_BYTES",
+                                (long)NEA_ALWAYS_GRANTED_BYTES) < 0 ||
+        PyModule_AddIntConstant(module, "REDELIVER_BYTES", (long)NEA_REDELIVER_BYTES) < 0)
         return -1;
     return 0;
 }

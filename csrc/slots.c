@@ -21,7 +21,14 @@ nea_state nea_M = {.free_head = NEA_NO_SLOT};
  * layout, so it hard-codes the unused slot index. */
 _Static_assert(RG_NOT_SMALL == (uint64_t)NEA_NO_SLOT, "RG_NOT_SMALL must be an unused owner");
 
-int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_t *gen)
+size_t nea_default_ceiling(size_t limit)
+{
+    size_t headroom = limit > NEA_MIN_HEADROOM ? limit : NEA_MIN_HEADROOM;
+    return limit + headroom >= limit ? limit + headroom : SIZE_MAX;
+}
+
+int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32_t *idx,
+                  uint64_t *gen)
 {
     uint32_t i = M.free_head;
     if (i != NEA_NO_SLOT) {
@@ -60,6 +67,8 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
     memset(s, 0, sizeof(*s));
     s->gen = g;
     s->limit = limit;
+    s->ceiling = ceiling < limit ? limit : ceiling;
+    s->owe_above = limit;
     s->state = NEA_SLOT_OPEN;
     s->parent = NEA_NO_SLOT;
     nea_slot *p = parent != NULL ? slot_at(parent->idx, parent->gen) : NULL;
@@ -82,6 +91,7 @@ int nea_slot_open(size_t limit, const nea_handle *parent, uint32_t *idx, uint64_
 static void fill_report(const nea_slot *s, nea_report *out)
 {
     out->limit = s->limit;
+    out->ceiling = s->ceiling;
     out->live = s->live;
     out->peak = s->peak;
     out->retained = 0;

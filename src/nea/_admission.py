@@ -52,10 +52,11 @@ import anyio
 from nea._errors import ConfigError
 from nea._sizes import format_size, parse_size
 from nea._types import ASGIApp, Message, Receive, Scope, Send
-from nea.meter import Budget, BudgetExceeded, _select
+from nea.meter import Budget, BudgetExceeded, _door
 
 logger = logging.getLogger("nea.error")
-_new_budget = Budget.__new__
+_request_budget = _door.request_budget
+_bind = _door.bind
 
 OUT_OF_MEMORY_BODY = b"Internal Server Error: Out of Memory"
 NO_SLOT_BODY = b"Service Unavailable: every request slot is busy, retry later"
@@ -193,14 +194,13 @@ class _ResponseGuard:
 
     def __call__(self, message: Message) -> Awaitable[None]:
         # A plain method returning the server's awaitable: no coroutine of its own per
-        # message. ``Budget._handle.tripped`` is a C getter that allocates nothing, so the
-        # check itself cannot fail at the budget's edge.
+        # message. ``tripped`` reads the meter without allocating (native meter).
         request_budget = self.budget
-        if request_budget is not None and request_budget._handle.tripped:
+        if request_budget is not None and request_budget.tripped:
             # Nothing the app sends after a trip may reach the client: not its own error
             # page (admission answers 500 instead), not the rest of a body that may now be
             # wrong. The app sees the budget's error again.
-            raise request_budget._exceeded()
+            raise _door.exceeded(request_budget)
         sending = self._send(message)
         # Marked once the server's send was called: if that call failed (the budget refused
         # the memory for it) the response is still unstarted, and admission can answer 500
@@ -341,13 +341,8 @@ class Admission:
                 return None
             # The budgeted path, inline: one coroutine per request, and the meter's enter
             # and exit called directly rather than through Budget's ``with`` methods.
-            # Budget(limit) without the Python frame of its __init__ (the same three
-            # fields; ~600 instructions per request): the limit was validated above.
             limit = self.limit
-            request_budget = _new_budget(Budget)
-            request_budget._limit = limit
-            request_budget._meter = meter = _select._active or _select.active_meter()
-            request_budget._handle = None
+            request_budget, enter, leave = _request_budget(limit)
             app_send = send
             guarded: Exchange
             if exchange is None:
@@ -361,17 +356,15 @@ class Admission:
                 scope["extensions"]["nea.budget"] = request_budget
                 exchange.budget = request_budget
                 guarded = exchange
-            # Attribute loads, then calls: the native meter's enter/exit are instance
-            # attributes, which the method-call path of CPython 3.11 looks up generically.
-            enter, leave = meter.enter, meter.exit
-            handle = guarded.app_handle = request_budget._handle = enter(limit, request_budget)
+            handle = guarded.app_handle = enter(limit, request_budget)
+            _bind(request_budget, handle)
             error: BaseException | None = None
             try:
                 await app(scope, receive, app_send)
             except BaseException as exc:
                 # Closing comes first, so nothing below is charged to the budget.
                 tripped = leave(handle)
-                if not isinstance(exc, Exception):
+                if not (tripped and _counts_as_trip(exc)) and not isinstance(exc, Exception):
                     raise  # cancelled: not served, whatever the budget says
                 self._served += 1  # an app that raised also ran to its end
                 if not tripped:
@@ -444,9 +437,22 @@ class Admission:
         elif not exchange.response_complete:
             if isinstance(error, BudgetExceeded) or not isinstance(error, MemoryError | None):
                 raise error  # already the budget's error, or the app's own failure
-            raise request_budget._exceeded() from error
+            raise _door.exceeded(request_budget) from error
         # A response that completed before the trip (e.g. a background task tripped) was
         # whole and correct when it left; there is nothing left to answer or abort.
+
+
+_door.leaves_budgets(Admission.admit)
+_door.leaves_budgets(Admission._on_trip)
+
+
+def _counts_as_trip(exc: BaseException) -> bool:
+    """Does a ``BaseException`` the app raised after its budget tripped still mean "out of
+    memory"? A library may turn the trip into one (pydantic-core's ``PanicException``);
+    cancellation and the interpreter's own exits keep their meaning."""
+    return not isinstance(
+        exc, KeyboardInterrupt | SystemExit | GeneratorExit | anyio.get_cancelled_exc_class()
+    )
 
 
 def _with_budget(scope: Scope, request_budget: Budget) -> Scope:
@@ -460,18 +466,20 @@ def _with_budget(scope: Scope, request_budget: Budget) -> Scope:
 def _log_trip(scope: Scope, request_budget: Budget) -> None:
     """One warning line from the budget's own numbers: whatever exception reached
     admission (a ``BudgetExceeded``, the bare ``MemoryError`` a thread pool re-raised, an
-    app's own error, or none when the app swallowed the trip) the budget knows what it
-    refused and where."""
+    app's own error, or none when the app swallowed the trip) the budget knows which
+    allocation crossed its limit and where."""
     stats = request_budget.statistics()
     requested = request_budget.refused_size
+    refused = f"; refused past its hard ceiling of {format_size(stats.ceiling)}"
     logger.warning(
-        "out of memory: %s %s exceeded its budget of %s (peak %s); refused %s at %s",
+        "out of memory: %s %s exceeded its budget of %s (peak %s); %s at %s crossed it%s",
         scope.get("method", "?"),
         scope.get("path", "?"),
         format_size(stats.limit),
         format_size(stats.peak),
         format_size(requested) if requested else "an unknown size",
         stats.refused_at or "an unknown site",
+        refused if stats.refused else "",
     )
 
 

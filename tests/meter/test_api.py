@@ -85,6 +85,7 @@ def test_statistics_are_frozen_and_complete(meter: str) -> None:
         "refused",
         "retained",
         "refused_at",
+        "ceiling",
     ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.live = 0  # type: ignore[misc]

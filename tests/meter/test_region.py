@@ -130,13 +130,13 @@ def test_a_full_slot_falls_back_to_the_block_table_with_exact_accounting(
     assert b.statistics().retained < 64 * KiB
 
 
-def test_a_budget_larger_than_its_slot_is_refused_only_at_its_limit(native_region: str) -> None:
+def test_a_budget_larger_than_its_slot_trips_only_at_its_limit(native_region: str) -> None:
     slot = _region.info()["slot_bytes"]
-    with pytest.raises(BudgetExceeded), budget(slot + slot // 2) as b:
+    with pytest.raises(BudgetExceeded), budget(slot + slot // 2, ceiling=2 * slot) as b:
         keep = [bytearray(MiB) for _ in range(slot // MiB)]  # past the slot, below the limit
         assert not b.tripped
         with pytest.raises(MemoryError):
-            keep.append(bytearray(slot))
+            keep.append(bytearray(slot))  # past the ceiling
         assert b.tripped
         keep.clear()
     assert b.statistics().refused == 1

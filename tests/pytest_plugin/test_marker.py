@@ -18,7 +18,8 @@ def exceeded_lines(meter: str, site: str, source: str = "@pytest.mark.memory_bud
     first = f"nea: the test exceeded its memory budget (set by {source})"
     if meter == "native":
         second = (
-            f"memory budget of 1.0 MiB exceeded: refused 8.0 MiB at *{site}; "
+            f"memory budget of 1.0 MiB exceeded: an allocation of 8.0 MiB at *{site} "
+            f"crossed it; 1 allocation past its hard ceiling of 2.0 MiB refused; "
             f"live *, peak *; {ADVICE}"
         )
     else:

@@ -58,7 +58,7 @@ async def test_trip_before_start_answers_500_and_logs_one_line(
     # Python 3.12 inlines comprehensions (PEP 709): the site is the enclosing function there.
     assert re.fullmatch(
         r"out of memory: GET /alloc/64 exceeded its budget of 8\.0 MiB \(peak \d+\.\d MiB\); "
-        r"refused 1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate)",
+        r"1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate) crossed it",
         warnings[0],
     ), warnings[0]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -189,7 +189,7 @@ async def test_trip_warning_names_the_refused_size_and_site(
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert re.fullmatch(
         rf"out of memory: GET {hog_path} exceeded its budget of 16\.0 MiB \(peak \d+\.\d MiB\); "
-        r"refused 1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate)",
+        r"1\.0 MiB at .*apps\.py:\d+ in (<listcomp>|allocate) crossed it",
         warning,
     ), warning
 

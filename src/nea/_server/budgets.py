@@ -16,8 +16,8 @@ from nea._errors import ConfigError
 from nea._memory import MemoryPlan, apply_memory_limit, describe_memory_limit, resident_bytes
 from nea._sizes import format_size
 from nea.config import Config
-from nea.meter import _region, _select
-from nea.meter._select import Meter
+from nea.meter import _door
+from nea.meter._door import Meter
 
 logger = logging.getLogger("nea.error")
 
@@ -39,18 +39,22 @@ def select_meter(config: Config) -> Meter | None:
     meter is asked for but not built."""
     if config.meter == "off":
         return None
-    if config.meter == "native" and not _select.native_available():
+    if config.meter == "native" and not _door.native_available():
         raise ConfigError(
             "--meter native: the C extension nea._meter is not built for this interpreter; "
             "reinstall nea where a C compiler is available, or use --meter tracemalloc "
             "(slow, and concurrent requests see each other's memory) or --meter off"
         )
-    return _select.use_meter(config.meter)
+    previous = _door.use_meter(config.meter)
+    # A tripped request may borrow what idle slots do not use, up to the plan.
+    _door.set_shared_ceiling(config.slots * int(config.budget))
+    return previous
 
 
 def restore_meter(previous: Meter | None) -> None:
     if previous is not None:
-        _select.restore_meter(previous)
+        _door.set_shared_ceiling(0)
+        _door.restore_meter(previous)
 
 
 def start_region(config: Config) -> bool | None:
@@ -59,15 +63,15 @@ def start_region(config: Config) -> bool | None:
     taken by the outermost budgets as they open, so with one budget per admitted request
     there is one region slot per admission slot. Raises ``ConfigError`` when the mapping
     fails."""
-    if config.meter != "native" or not _region.supported():
+    if config.meter != "native" or not _door.region_supported():
         return None
-    previous = _region.set_enabled(config.region == "on")
+    previous = _door.enable_region(config.region == "on")
     if config.region == "off":
         return previous
     try:
-        mapped = _region.configure(config.slots, int(config.budget), prefault=config.prefault)
+        mapped = _door.configure_region(config.slots, int(config.budget), prefault=config.prefault)
     except OSError as exc:
-        _region.set_enabled(previous)
+        _door.enable_region(previous)
         raise ConfigError(
             f"--region on: could not map {config.slots} × {format_size(int(config.budget))} "
             f"of address space ({exc.strerror}); lower --slots or --budget, or use --region off"
@@ -79,20 +83,21 @@ def start_region(config: Config) -> bool | None:
 
 def stop_region(previous: bool | None) -> None:
     if previous is not None:
-        _region.set_enabled(previous)
+        _door.enable_region(previous)
 
 
 def release_idle_memory(config: Config, busy: int) -> None:
     """``--release-memory idle``: with no request running, give reset pages back."""
     if config.release_memory == "idle" and busy == 0 and config.meter == "native":
-        _region.release()
+        _door.release_region()
 
 
 def start_memory_plan(config: Config) -> MemoryPlan:
     """Log the memory plan and apply ``--memory-limit``; call once the app is loaded, so the
     baseline includes it. Raises ``ConfigError`` when the limit cannot be applied."""
     budget_bytes = None if config.meter == "off" else int(config.budget)
-    writable = _region.info().get("pages_writable", 0) * _region.info().get("page_bytes", 0)
+    region = _door.region_info()
+    writable = region.get("pages_writable", 0) * region.get("page_bytes", 0)
     plan = MemoryPlan(
         slots=config.slots, budget=budget_bytes, baseline=resident_bytes(), reserved=writable
     )

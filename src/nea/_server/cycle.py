@@ -17,7 +17,7 @@ from nea._http.parser import RequestHead
 from nea._http.response import CONTINUE_RESPONSE, Response
 from nea._server.state import logger
 from nea._types import Message
-from nea.meter import Budget
+from nea.meter import Budget, _door
 
 if TYPE_CHECKING:
     from nea._server.protocol import HTTPProtocol
@@ -198,7 +198,7 @@ class RequestCycle:
         if handle is not None and handle.tripped and request_budget is not None:
             # Nothing the app sends after its budget tripped may reach the client (admission
             # answers 500 or has the connection aborted); the app sees the budget's error.
-            raise request_budget._exceeded()
+            raise _door.exceeded(request_budget)
         if self.disconnected:
             return
         # Everything the server does for this message (checking it, encoding the head,

@@ -18,6 +18,7 @@ from typing import Any
 
 from nea._sizes import parse_size
 from nea.meter import _select
+from nea.meter._exits import register_exit_frame
 from nea.meter._select import Meter, active_meter
 from nea.meter._stats import BudgetExceeded, BudgetStatistics, Snapshot
 
@@ -40,19 +41,22 @@ class Budget:
 
     While the block runs, allocations made through CPython's allocator in its context
     (the task, tasks it creates, ``to_thread`` calls) are charged to it and to every
-    enclosing budget. An allocation that would exceed a limit is refused with
-    ``MemoryError`` (native meter) and the budget trips; leaving a tripped block raises
-    ``BudgetExceeded``. A budget is entered once; reading it afterwards gives the final
-    accounting.
+    enclosing budget. The allocation that takes it past its limit succeeds and trips it;
+    ``BudgetExceeded`` is then raised in the block's own code at the next safe point
+    (native meter), and leaving a tripped block raises it if the block did not. Only past
+    the hard ``ceiling`` (default: the limit plus the larger of the limit and 1 MiB) are
+    allocations refused with ``MemoryError``. A budget is entered once; reading it
+    afterwards gives the final accounting.
     """
 
-    __slots__ = ("__weakref__", "_handle", "_limit", "_meter")
+    __slots__ = ("__weakref__", "_ceiling", "_handle", "_limit", "_meter")
 
-    def __init__(self, limit: int | str) -> None:
-        # nea._admission builds per-request budgets with these same three fields without
-        # calling __init__ (a frame less per request): change both together.
+    def __init__(self, limit: int | str, ceiling: int | str | None = None) -> None:
+        # nea.meter._door.request_budget builds per-request budgets with these same fields
+        # without calling __init__ (a frame less per request): change both together.
         # A plain non-negative int is the per-request case: skip the parser's checks.
         self._limit = limit if type(limit) is int and limit >= 0 else parse_size(limit)
+        self._ceiling = None if ceiling is None else _check_ceiling(self._limit, ceiling)
         self._meter: Meter = _select._active or active_meter()
         # The meter's handle from __enter__ on; it keeps the final numbers once closed.
         # Admission's per-message check reads ``_handle.tripped`` directly (a C getter).
@@ -70,6 +74,11 @@ class Budget:
         return self._limit
 
     @property
+    def ceiling(self) -> int:
+        """The hard ceiling in bytes (0 for the tracemalloc meter, which refuses nothing)."""
+        return self._snapshot().ceiling
+
+    @property
     def live(self) -> int:
         """Bytes charged now (after close: the bytes retained at close)."""
         handle = self._handle
@@ -83,7 +92,8 @@ class Budget:
 
     @property
     def tripped(self) -> bool:
-        """True once an allocation was refused (or, tracemalloc meter, the limit passed).
+        """True once an allocation took the budget past its limit (tracemalloc meter: once
+        the limit is found passed).
 
         Allocates nothing with the native meter, so it can be read at a budget's edge."""
         handle = self._handle
@@ -91,8 +101,8 @@ class Budget:
 
     @property
     def refused_size(self) -> int:
-        """The size of the first refused allocation in bytes (0 while none was refused,
-        and always with the tracemalloc meter, which refuses nothing)."""
+        """The size in bytes of the allocation that tripped the budget (0 while it has not
+        tripped, and always with the tracemalloc meter, which measures on exit)."""
         return self._snapshot().refused_size
 
     def statistics(self) -> BudgetStatistics:
@@ -101,7 +111,7 @@ class Budget:
 
     def _snapshot(self) -> Snapshot:
         if self._handle is None:
-            return Snapshot(self._limit, 0, 0, 0, 0, 0, False, 0, None)
+            return Snapshot(self._limit, 0, 0, 0, 0, 0, False, 0, None, self._ceiling or 0)
         return self._meter.snapshot(self._handle)
 
     def __enter__(self) -> Budget:
@@ -109,7 +119,7 @@ class Budget:
             raise _entered_twice()
         # Opens the budget nested in the current one and makes it current (set(), never
         # reset(): see docs/budgets.md); the handle remembers what to restore.
-        self._handle = self._meter.enter(self._limit, self)
+        self._handle = self._meter.enter(self._limit, self, self._ceiling)
         return self
 
     def __exit__(
@@ -144,7 +154,7 @@ class Budget:
         # per-request wrappers written with ``async with nea.budget(...)``.
         if self._handle is not None:
             raise _entered_twice()
-        self._handle = self._meter.enter(self._limit, self)
+        self._handle = self._meter.enter(self._limit, self, self._ceiling)
         return self
 
     def __aexit__(
@@ -160,6 +170,13 @@ class Budget:
         return _DONE
 
 
+def _check_ceiling(limit: int, ceiling: int | str) -> int:
+    value = parse_size(ceiling)
+    if value < limit:
+        raise ValueError(f"ceiling: expected at least the limit ({limit} bytes), got {ceiling!r}")
+    return value
+
+
 def _entered_twice() -> RuntimeError:
     return RuntimeError(
         "this budget was already entered; a budget covers one block, "
@@ -167,12 +184,15 @@ def _entered_twice() -> RuntimeError:
     )
 
 
-def budget(limit: int | str) -> Budget:
-    """A new memory budget of ``limit`` (bytes, or a size such as ``"16MiB"``).
+def budget(limit: int | str, *, ceiling: int | str | None = None) -> Budget:
+    """A new memory budget of ``limit`` (bytes, or a size such as ``"16MiB"``), with a
+    hard ``ceiling`` where allocations start being refused (default: the limit plus the
+    larger of the limit and 1 MiB).
 
-    Raises ``ValueError`` for a malformed size (see ``nea.parse_size``).
+    Raises ``ValueError`` for a malformed size (see ``nea.parse_size``) or a ceiling below
+    the limit.
     """
-    return Budget(limit)
+    return Budget(limit, ceiling)
 
 
 def current_budget() -> Budget | None:
@@ -183,3 +203,7 @@ def current_budget() -> Budget | None:
         return None
     owner: Budget | None = handle.owner
     return owner
+
+
+for _exit in (Budget.__exit__, Budget.__aexit__, Budget._raise_tripped, Budget._exceeded):
+    register_exit_frame(_exit)

@@ -1,4 +1,5 @@
-"""The event loop's dispatch frames, where the native meter never refuses an allocation.
+"""The event loop's dispatch frames, where the native meter never refuses an allocation
+nor delivers a trip.
 
 Owns: ``dispatch_codes()`` and ``register_loop_frame()``. A task's context (and so its
 budget) is also current while the event loop runs the task's machinery: scheduling its next
@@ -67,3 +68,4 @@ def register_loop_frame(function: Callable[..., Any]) -> None:
     _registered.append(function)
     for callback in _on_change:
         callback()
+

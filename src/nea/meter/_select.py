@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nea._errors import ConfigError
-from nea.meter._stats import Snapshot
+from nea.meter._stats import BudgetExceeded, Snapshot, thread_delivery
 from nea.meter._tracemalloc import TracemallocMeter
 
 if TYPE_CHECKING:
@@ -38,8 +39,10 @@ class Meter(Protocol):
     def set_current(self, handle: Any) -> None:
         """Make ``handle`` (or ``None``) current in this context."""
 
-    def enter(self, limit: int, owner: Budget) -> Any:
-        """Open a budget nested in the current one and make it current; return its handle."""
+    def enter(self, limit: int, owner: Budget, ceiling: int | None = None) -> Any:
+        """Open a budget nested in the current one and make it current; return its handle.
+        ``ceiling`` (bytes, at least ``limit``; ``None``: the meter's default) is where
+        refusal starts; meters that refuse nothing ignore it."""
 
     def exit(self, handle: Any) -> bool:
         """Close ``handle``'s budget, make the previous one current; return ``tripped``."""
@@ -69,33 +72,83 @@ class NativeMeter:
         # The C hook caches the current budget; only this setter keeps that cache right.
         self.set_current = _meter.set_current
         self.exit: Callable[[Any], bool] = _meter.exit
-        self.enter: Callable[[int, Budget], Any] = self._first_enter
+        self.enter: Callable[..., Any] = self._first_enter
 
-    def _first_enter(self, limit: int, owner: Budget) -> Any:
+    def _first_enter(self, limit: int, owner: Budget, ceiling: int | None = None) -> Any:
         self._install()
         self.enter = self._ext.enter
-        return self._ext.enter(limit, owner)
+        return self._ext.enter(limit, owner, ceiling)
 
     def _install(self) -> None:
-        from nea.meter import _loop
+        from nea.meter import _exits, _loop
         from nea.meter._imports import exempt_imports
 
         self._ext.install()  # no region while tracemalloc's hooks are below ours (C)
+        self._ext.set_trip_factory(self._trip_error)
         exempt_imports(self.var, self._ext.set_current)
         self._push_loop_frames()
         if not self._installed_once:
             self._installed_once = True
             _loop._on_change.append(self._push_loop_frames)
+            _exits._on_change.append(self._push_loop_frames)
             # Stop charging before the interpreter tears contexts down.
             atexit.register(self._ext.disable)
 
     def _push_loop_frames(self) -> None:
+        from nea.meter._exits import exit_codes
         from nea.meter._loop import dispatch_codes
 
         self._ext.set_loop_frames(dispatch_codes())
+        self._ext.set_exit_frames(exit_codes())
 
     def snapshot(self, handle: Any) -> Snapshot:
         return Snapshot(*self._ext.snapshot(handle))
+
+    def _trip_error(
+        self, handle: Any, in_thread: int
+    ) -> BaseException | type[BaseException] | None:
+        """What the meter raises at a tripped budget's safe point (called by the C
+        extension, uncharged): the budget's ``BudgetExceeded``, or in a worker thread the
+        class CPython instantiates there. ``None`` declines the spot: the code running now
+        (the caller's frame) is the standard library's, anyio's or nea's own, whose
+        internal state (locks, events, cancel scopes) an exception must not cut through;
+        the delivery then waits for the budget's next allocation past its limit."""
+        if not in_thread and _in_library(sys._getframe(1).f_code.co_filename):
+            return None
+        snap = self.snapshot(handle)
+        if in_thread:
+            return thread_delivery(snap.statistics(), snap.refused_size)
+        return BudgetExceeded(snap.statistics(), snap.refused_size)
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    """Directories of code where a delivered trip would cut through library internals:
+    the standard library (not its site-packages), anyio and nea itself."""
+    import sysconfig
+
+    import anyio
+
+    import nea
+
+    stdlib = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib")}
+    packages = (os.path.dirname(anyio.__file__), os.path.dirname(nea.__file__))
+    return tuple(os.path.join(path, "") for path in (*stdlib, *packages))
+
+
+_library: list[tuple[str, ...]] = []  # computed at the first delivery (imports anyio)
+_SITE_DIRS = ("site-packages", "dist-packages")
+
+
+def _in_library(filename: str) -> bool:
+    if filename.startswith("<frozen "):
+        return True
+    if not _library:
+        _library.append(_library_prefixes())
+    for prefix in _library[0]:
+        if filename.startswith(prefix):
+            # not a third-party package installed under the standard library's directory
+            return not filename[len(prefix) :].startswith(_SITE_DIRS)
+    return False
 
 
 _meters: dict[str, Meter] = {}

@@ -1,0 +1,115 @@
+"""The meter's door for nea's own serving code: admission, the server, the middleware,
+the test client and the pytest plugin.
+
+Owns: opening a per-request budget at the cost of one C call, asking whether it tripped,
+the exception to raise for it, choosing the process's meter, and configuring the region.
+Everything here is package-internal (not part of ``nea``'s public API); code outside
+``nea.meter`` uses this module instead of ``Budget``'s or ``_select``'s private names.
+
+Must not import the server, the middleware, admission or the pytest plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nea.meter import _select
+from nea.meter._budget import Budget
+from nea.meter._exits import register_exit_frame
+from nea.meter._region import configure as configure_region
+from nea.meter._region import enabled as region_enabled
+from nea.meter._region import info as region_info
+from nea.meter._region import release as release_region
+from nea.meter._region import set_enabled as enable_region
+from nea.meter._region import supported as region_supported
+from nea.meter._select import Meter, active_meter
+from nea.meter._stats import BudgetExceeded
+
+_new = Budget.__new__
+
+Enter = Callable[..., Any]
+Exit = Callable[[Any], bool]
+
+
+def request_budget(limit: int) -> tuple[Budget, Enter, Exit]:
+    """A new, not yet entered budget of ``limit`` bytes (already validated) for one
+    request, with the meter's ``enter`` and ``exit``: ``enter(limit, budget)`` opens it
+    and makes it current (returning its handle), ``exit(handle)`` closes it and returns
+    whether it tripped. Call ``bind(budget, handle)`` between the two.
+
+    Built without ``Budget.__init__``'s frame (the same fields), and the meter's own
+    functions are handed out, so a request costs two C calls and no Python frames."""
+    budget = _new(Budget)
+    budget._limit = limit
+    budget._ceiling = None
+    budget._meter = meter = _select._active or active_meter()
+    budget._handle = None
+    return budget, meter.enter, meter.exit
+
+
+def bind(budget: Budget, handle: Any) -> None:
+    """Record the handle ``enter`` returned for a budget from ``request_budget``."""
+    budget._handle = handle
+
+
+def tripped(handle: Any) -> bool:
+    """Has the budget of this meter handle tripped? Allocates nothing (native meter), so
+    it can be asked at a budget's very edge."""
+    return handle.tripped is True
+
+
+def exceeded(budget: Budget) -> BudgetExceeded:
+    """The ``BudgetExceeded`` of a tripped budget, from one snapshot of its numbers."""
+    return budget._exceeded()
+
+
+def leaves_budgets(function: Callable[..., Any]) -> None:
+    """Declare ``function`` as code that closes budgets (admission's request path): a
+    trip's delivery due while it is the innermost frame waits."""
+    register_exit_frame(function)
+
+
+def use_meter(name: str) -> Meter:
+    """Make ``name`` the meter new budgets use; returns the previous one."""
+    return _select.use_meter(name)
+
+
+def restore_meter(meter: Meter) -> None:
+    """Undo ``use_meter``."""
+    _select.restore_meter(meter)
+
+
+def set_shared_ceiling(nbytes: int) -> None:
+    """Let budgets past their own ceiling go on while everything charged to outermost
+    budgets stays within ``nbytes`` (the server's memory plan); 0 turns that off. Native
+    meter only (the tracemalloc meter refuses nothing)."""
+    if _select.native_available():
+        from nea import _meter
+
+        _meter.set_shared_ceiling(nbytes)
+
+
+def native_available() -> bool:
+    """True when the C meter imports on this interpreter."""
+    return _select.native_available()
+
+
+__all__ = [
+    "Meter",
+    "bind",
+    "configure_region",
+    "enable_region",
+    "exceeded",
+    "leaves_budgets",
+    "native_available",
+    "region_enabled",
+    "region_info",
+    "region_supported",
+    "release_region",
+    "request_budget",
+    "restore_meter",
+    "set_shared_ceiling",
+    "tripped",
+    "use_meter",
+]
