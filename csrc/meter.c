@@ -26,6 +26,7 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NEA_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -207,11 +208,30 @@ int nea_meter_set_trip_factory(PyObject *factory)
 
 static int deliver(void *arg);
 
-/* Queue the delivery call (once; it re-arms by itself when it could not deliver). */
+/* A pipe's write end that wakes the main thread's event loop (-1: none), and that thread's
+ * ident: a delivery armed from a worker thread runs only once the main thread runs Python
+ * again, which an idle loop waiting for that very worker would not do. */
+static int wake_fd = -1;
+static unsigned long wake_thread;
+
+void nea_meter_set_wake_fd(int fd)
+{
+    wake_fd = fd;
+    wake_thread = PyThread_get_thread_ident();
+}
+
+/* Queue the delivery call (once; the budget's next allocation past its limit queues it
+ * again when it could not deliver). */
 static void arm_delivery(void)
 {
-    if (!pending_armed && trip_factory != NULL && Py_AddPendingCall(deliver, NULL) == 0)
-        pending_armed = 1;
+    if (pending_armed || trip_factory == NULL || Py_AddPendingCall(deliver, NULL) != 0)
+        return;
+    pending_armed = 1;
+    if (wake_fd >= 0 && PyThread_get_thread_ident() != wake_thread) {
+        char byte = 0;
+        ssize_t rc = write(wake_fd, &byte, 1); /* non-blocking; a full pipe is awake anyway */
+        (void)rc;
+    }
 }
 
 /* The innermost frame's code and line (new ref, or NULL when no Python frame runs). Called

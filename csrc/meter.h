@@ -110,6 +110,9 @@ int nea_meter_set_exit_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
 int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32_t *idx,
                   uint64_t *gen);
+/* A pipe's write end the hooks write a byte to, to wake the calling thread's event loop
+ * when a worker thread owes a delivery (-1: none); see meter.c. */
+void nea_meter_set_wake_fd(int fd);
 /* The memory plan shared by all outermost budgets (0: none); see meter.c. */
 void nea_meter_set_shared_ceiling(size_t bytes);
 /* The callable that builds the exception a delivery raises (see meter.c, delivery). */

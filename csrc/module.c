@@ -403,6 +403,20 @@ static PyObject *meter_set_trip_factory(PyObject *Py_UNUSED(m), PyObject *factor
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_set_wake_fd(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < -1 || fd > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "set_wake_fd: expected a file descriptor or -1, got %ld",
+                     fd);
+        return NULL;
+    }
+    nea_meter_set_wake_fd((int)fd);
+    Py_RETURN_NONE;
+}
+
 static PyObject *meter_set_shared_ceiling(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     size_t bytes = PyLong_AsSize_t(arg);
@@ -520,6 +534,9 @@ static PyMethodDef meter_methods[] = {
     {"set_trip_factory", meter_set_trip_factory, METH_O,
      "set_trip_factory(f): f(handle, in_thread) builds what a delivery raises (an "
      "exception; in another thread, an exception class)."},
+    {"set_wake_fd", meter_set_wake_fd, METH_O,
+     "set_wake_fd(fd): a pipe's write end that wakes this thread's event loop when a "
+     "worker thread owes a trip's delivery (-1: none)."},
     {"set_shared_ceiling", meter_set_shared_ceiling, METH_O,
      "set_shared_ceiling(bytes): the memory plan outermost budgets share past their own "
      "ceilings (0: none)."},

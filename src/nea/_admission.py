@@ -267,6 +267,9 @@ class Admission:
             queue = 0 if slots is None else DEFAULT_QUEUE_PER_SLOT * slots
         self.queue_timeout = float(queue_timeout)
         self._pool = SlotPool(slots, queue)
+        if slots is not None and self.limit is not None:
+            # A tripped request may borrow what idle slots leave unused, up to the plan.
+            _door.share_ceiling(slots * self.limit)
         self._served = 0
         self._tripped = 0
         self._rejected = 0

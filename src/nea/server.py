@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from nea._admission import AdmissionStatistics
@@ -30,6 +31,7 @@ from nea._server.protocol import HTTPProtocol
 from nea._server.state import ServerState
 from nea._sockets import bind_socket, create_ssl_context, describe_address
 from nea.config import Config
+from nea.meter._door import wake_loop_for_deliveries
 
 logger = logging.getLogger("nea.error")
 
@@ -114,6 +116,7 @@ class Server:
         previous_meter = None
         previous_region = None
         servers: list[asyncio.Server] = []
+        stop_waking: Callable[[], None] = _nothing
         try:
             previous_meter = select_meter(config)
             previous_region = start_region(config)
@@ -132,6 +135,8 @@ class Server:
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
             state.tick_clock()
+            if config.meter == "native":
+                stop_waking = wake_loop_for_deliveries(loop)
             for sock in listen:
                 servers.append(
                     await loop.create_server(
@@ -146,6 +151,7 @@ class Server:
                 server.close()
             if state is not None:
                 state.stop_clock()
+            stop_waking()
             self._start_error = exc
             self._start_settled.set()
             for sock in owned:
@@ -163,6 +169,7 @@ class Server:
             try:
                 await self._stop(servers, state, lifespan)
             finally:
+                stop_waking()
                 stop_region(previous_region)
                 restore_meter(previous_meter)
 
@@ -227,3 +234,7 @@ class Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _nothing() -> None:
+    pass

@@ -17,8 +17,17 @@ from typing import Any
 ROWS = 60_000  # ~2.6 MB of JSON: about 10 MB of Python objects
 
 
-def _rows() -> list[dict[str, Any]]:
+def _make_rows() -> list[dict[str, Any]]:
     return [{"id": i, "name": f"row {i}", "tags": ["a", "b"], "score": i / 7} for i in range(ROWS)]
+
+
+# Built at import, outside any budget: a request's trip then happens inside the library
+# call that serialises or parses them, not while building its input.
+_ROWS = _make_rows()
+
+
+def _rows() -> list[dict[str, Any]]:
+    return _ROWS
 
 
 def _orjson_dumps() -> bytes:
@@ -36,20 +45,8 @@ def _orjson_loads() -> bytes:
     return str(len(orjson.loads(_ORJSON_DOC))).encode()
 
 
-def _pydantic_dump_json() -> bytes:
+def _models() -> Any:
     from pydantic import BaseModel, TypeAdapter
-
-    class Row(BaseModel):
-        id: int
-        name: str
-        tags: list[str]
-        score: float
-
-    return TypeAdapter(list[Row]).dump_json([Row(**r) for r in _rows()])[:64]
-
-
-def _pydantic_model_dump_json() -> bytes:
-    from pydantic import BaseModel
 
     class Row(BaseModel):
         id: int
@@ -60,14 +57,25 @@ def _pydantic_model_dump_json() -> bytes:
     class Page(BaseModel):
         rows: list[Row]
 
-    return Page(rows=[Row(**r) for r in _rows()]).model_dump_json()[:64].encode()
+    rows = [Row(**r) for r in _ROWS]
+    return TypeAdapter(list[Row]), rows, Page(rows=rows)
+
+
+_ADAPTER, _MODELS, _PAGE = _models()
+
+
+def _pydantic_dump_json() -> bytes:
+    return _ADAPTER.dump_json(_MODELS)[:64]
+
+
+def _pydantic_model_dump_json() -> bytes:
+    return _PAGE.model_dump_json()[:64].encode()
 
 
 def _msgpack() -> bytes:
     import msgpack
 
-    packed = msgpack.packb(_rows())
-    return str(len(msgpack.unpackb(packed))).encode()
+    return str(len(msgpack.packb(_rows()))).encode()
 
 
 def _json() -> bytes:
@@ -120,7 +128,7 @@ def _swallow() -> bytes:
         try:
             keep.append(bytearray(64 * 1024))
         except MemoryError as e:  # noqa: F841
-            try:
+            try:  # noqa: SIM105 (the except ... as blocks are the pattern under test)
                 keep.append(bytearray(16 * 1024))
             except MemoryError as e2:  # noqa: F841
                 pass
@@ -183,7 +191,7 @@ def _fastapi() -> Any:
 
     @api.get("/model", response_model=list[Row])
     async def model() -> list[dict[str, Any]]:
-        return _rows()
+        return _rows()  # validated and serialised through pydantic-core: past the budget
 
     @api.get("/sync")
     def sync() -> dict[str, int]:  # runs in the thread pool
@@ -218,8 +226,8 @@ def _django() -> Any:
 def _django_view(request: Any) -> Any:
     from django.http import HttpResponse
 
-    rows = [{"id": i, "payload": "x" * 100} for i in range(3000)]
-    table = [rows[:] for _ in range(40)]  # a view that builds more than it may
+    rows = [{"id": i, "payload": f"{i:0100}"} for i in range(6000)]
+    table = [rows[:] for _ in range(80)]  # a view that builds more than it may
     return HttpResponse(str(len(table)))
 
 

@@ -45,15 +45,11 @@ def select_meter(config: Config) -> Meter | None:
             "reinstall nea where a C compiler is available, or use --meter tracemalloc "
             "(slow, and concurrent requests see each other's memory) or --meter off"
         )
-    previous = _door.use_meter(config.meter)
-    # A tripped request may borrow what idle slots do not use, up to the plan.
-    _door.set_shared_ceiling(config.slots * int(config.budget))
-    return previous
+    return _door.use_meter(config.meter)
 
 
 def restore_meter(previous: Meter | None) -> None:
     if previous is not None:
-        _door.set_shared_ceiling(0)
         _door.restore_meter(previous)
 
 

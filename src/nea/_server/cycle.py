@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from nea._http.errors import ResponseError
 from nea._http.parser import RequestHead
 from nea._http.response import CONTINUE_RESPONSE, Response
-from nea._server.state import logger
+from nea._server.state import log_access, logger
 from nea._types import Message
 from nea.meter import Budget, _door
 
@@ -140,6 +140,7 @@ class RequestCycle:
             if self.budget is not None and self.budget.tripped:
                 # Tripped after the response started: admission logged the one warning line;
                 # abort so the client cannot take the truncated body for a whole one.
+                self._log_aborted()
                 self.conn.abort()
             else:
                 logger.error("Exception in ASGI application", exc_info=exc)
@@ -158,6 +159,20 @@ class RequestCycle:
                 if not self.disconnected:
                     logger.error("ASGI callable returned without completing the response")
                 self.conn.abort()
+
+    def _log_aborted(self) -> None:
+        if self.conn.state.access_log and self.response_started:
+            head = self.head
+            log_access(
+                self.scope["client"],
+                head.method,
+                head.target,
+                head.http_version,
+                self.response.status,
+                time.perf_counter() - self.started_at,
+                self.peak(),
+                aborted=True,
+            )
 
     async def wait_disconnect(self) -> None:
         """Return once the client is gone, without reading the body (admission uses it to

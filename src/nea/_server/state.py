@@ -135,13 +135,15 @@ def log_access(
     status: int,
     duration: float,
     peak: int | None = None,
+    aborted: bool = False,
 ) -> None:
     """One ``nea.access`` line ending in the duration and, for a budgeted request, the
-    peak memory of its budget so far: ``... 200 3.1ms peak 1.2 MiB``. Both also ride on
-    the record (``duration`` in seconds, ``peak`` in bytes or None)."""
+    peak memory of its budget so far: ``... 200 3.1ms peak 1.2 MiB``, then ``aborted``
+    for a response cut off after it started (a trip). Both numbers also ride on the
+    record (``duration`` in seconds, ``peak`` in bytes or None)."""
     client_addr = f"{client[0]}:{client[1]}" if client else "-"
     access_logger.info(
-        '%s - "%s %s HTTP/%s" %d %.1fms%s',
+        '%s - "%s %s HTTP/%s" %d %.1fms%s%s',
         client_addr,
         method,
         target.decode("latin-1"),
@@ -149,5 +151,6 @@ def log_access(
         status,
         duration * 1000,
         "" if peak is None else f" peak {format_size(peak)}",
+        " aborted" if aborted else "",
         extra={"duration": duration, "peak": peak},
     )

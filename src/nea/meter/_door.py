@@ -11,8 +11,10 @@ Must not import the server, the middleware, admission or the pytest plugin.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nea.meter import _select
 from nea.meter._budget import Budget
@@ -25,6 +27,9 @@ from nea.meter._region import set_enabled as enable_region
 from nea.meter._region import supported as region_supported
 from nea.meter._select import Meter, active_meter
 from nea.meter._stats import BudgetExceeded
+
+if TYPE_CHECKING:
+    import asyncio
 
 _new = Budget.__new__
 
@@ -80,14 +85,47 @@ def restore_meter(meter: Meter) -> None:
     _select.restore_meter(meter)
 
 
-def set_shared_ceiling(nbytes: int) -> None:
+_shared_ceiling = [0]
+
+
+def share_ceiling(nbytes: int) -> None:
     """Let budgets past their own ceiling go on while everything charged to outermost
-    budgets stays within ``nbytes`` (the server's memory plan); 0 turns that off. Native
-    meter only (the tracemalloc meter refuses nothing)."""
-    if _select.native_available():
+    budgets stays within ``nbytes`` (a memory plan: slots × budget), or within a larger
+    plan declared earlier in the process. Native meter only (the tracemalloc meter
+    refuses nothing)."""
+    if nbytes > _shared_ceiling[0] and _select.native_available():
         from nea import _meter
 
+        _shared_ceiling[0] = nbytes
         _meter.set_shared_ceiling(nbytes)
+
+
+def wake_loop_for_deliveries(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Have worker threads that owe a trip's delivery wake ``loop`` (running in the main
+    thread, the only one CPython runs the delivery call in): a pipe whose read end the loop
+    watches. Returns the function that undoes it. Native meter only; elsewhere a no-op."""
+    if not _select.native_available():
+        return lambda: None
+    from nea import _meter
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            os.read(read_fd, 4096)
+
+    loop.add_reader(read_fd, drain)
+    _meter.set_wake_fd(write_fd)
+
+    def undo() -> None:
+        _meter.set_wake_fd(-1)
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+        os.close(write_fd)
+
+    return undo
 
 
 def native_available() -> bool:
@@ -109,7 +147,8 @@ __all__ = [
     "release_region",
     "request_budget",
     "restore_meter",
-    "set_shared_ceiling",
+    "share_ceiling",
     "tripped",
     "use_meter",
+    "wake_loop_for_deliveries",
 ]

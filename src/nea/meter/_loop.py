@@ -68,4 +68,3 @@ def register_loop_frame(function: Callable[..., Any]) -> None:
     _registered.append(function)
     for callback in _on_change:
         callback()
-
