@@ -41,8 +41,10 @@ bench-instructions: setup
 	$(BIN)/python bench/instructions.py
 
 # The meter's C extension built with AddressSanitizer into build/asan (a copy of the
-# package, so the normal build is untouched), then the meter tests (region on and off) and
-# longer randomized stress runs against it (two with the region, one with the table only). PYTHONMALLOC=malloc lets ASan see every Python block.
+# package, so the normal build is untouched), then the meter tests (region on and off), the
+# trip corpus (its servers inherit the ASan build) and longer randomized stress runs against
+# it (two with the region, one with the table only). PYTHONMALLOC=malloc lets ASan see every
+# Python block.
 ASAN_DIR := build/asan
 asan: setup
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
@@ -54,7 +56,7 @@ asan: setup
 	env PYTHONPATH=$(ASAN_DIR) PYTHONMALLOC=malloc NEA_REQUIRE_NATIVE=1 \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 	    sh -c '$(BIN)/python -c "import nea._meter as m; assert \"build/asan\" in m.__file__, m.__file__" && \
-	        $(BIN)/python -m pytest -q tests/meter && \
+	        $(BIN)/python -m pytest -q tests/meter tests/trips && \
 	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30 && \
 	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30'
 

@@ -413,11 +413,11 @@ static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
     return exc;
 }
 
-/* Deliver to another thread: an asynchronous exception, if it still runs the budget. */
-static void deliver_to_thread(nea_slot *s, uint32_t idx)
+/* Deliver to thread `ident`: an asynchronous exception, if it still runs budget (idx, gen).
+ * Runs Python (the factory): the slot array may move meanwhile, so no slot pointer is held. */
+static void deliver_to_thread(unsigned long ident, uint32_t idx, uint64_t gen)
 {
-    PyThreadState *ts = thread_by_ident(s->owed_thread);
-    uint64_t gen = s->gen;
+    PyThreadState *ts = thread_by_ident(ident);
     if (ts == NULL || !thread_runs_budget(ts, idx, gen))
         return;
     PyObject *cls = trip_error(idx, gen, 1);
@@ -426,8 +426,8 @@ static void deliver_to_thread(nea_slot *s, uint32_t idx)
         return;
     }
     /* Looked up again: the factory ran Python code, and the thread may have ended. */
-    if (thread_by_ident(s->owed_thread) == ts && PyType_Check(cls))
-        PyThreadState_SetAsyncExc(s->owed_thread, cls);
+    if (thread_by_ident(ident) == ts && PyType_Check(cls))
+        PyThreadState_SetAsyncExc(ident, cls);
     Py_DECREF(cls);
 }
 
@@ -448,7 +448,7 @@ static int deliver(void *Py_UNUSED(arg))
         if (s->state == NEA_SLOT_OPEN && s->owed && s->owed_thread != me) {
             s->owed = 0;
             s->owe_above = s->live + NEA_REDELIVER_BYTES;
-            deliver_to_thread(s, i);
+            deliver_to_thread(s->owed_thread, i, s->gen);
         }
     }
     /* Then this thread: the code running now, if it is the owed budget's own. */
