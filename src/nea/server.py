@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from typing import Any
 
@@ -118,6 +119,7 @@ class Server:
             previous_meter = select_meter(config)
             previous_region = start_region(config)
             app = import_app(config)
+            logger.info("Started server process [%d]", os.getpid())
             lifespan = Lifespan(app, config.lifespan)
             await lifespan.startup()
             lifespan_started = True
