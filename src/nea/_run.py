@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import stat
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
-from nea._logging import ERROR_LOGGER, TRACE, configure_logging, logging_is_configured
+from nea._logging import ERROR_LOGGER, TRACE, configure_logging_from, logging_is_configured
 from nea._loops import run_on_loop
 from nea._sockets import bind_socket, create_ssl_context
 from nea._types import ASGIApp
@@ -48,8 +49,8 @@ def run(app: str | ASGIApp, **options: Any) -> None:
     """
     config = build_config(app, options)
     logging.addLevelName(TRACE, "TRACE")  # named even when the application set up logging
-    if not logging_is_configured():
-        configure_logging(config.log_level, access_log=config.access_log)
+    if not logging_is_configured() or config.log_config is not None:
+        configure_logging_from(config)
     run_config(config)
 
 
@@ -65,10 +66,12 @@ def build_config(app: str | ASGIApp, options: dict[str, Any]) -> Config:
 
 
 def run_config(config: Config) -> None:
-    """Serve ``config`` in this process, or under the supervisor when ``workers > 1``."""
+    """Serve ``config`` in this process, or under the supervisor when ``workers > 1`` or
+    ``reload`` (which restarts one worker process when files change)."""
+    load_env_file(config)
     # Unreadable TLS files are a command-line mistake: report them before anything starts.
     create_ssl_context(config)
-    if config.workers > 1:
+    if config.workers > 1 or config.reload:
         if not isinstance(config.app, str):
             raise ConfigError(
                 "--workers: more than one worker needs the app as an import string "
@@ -86,6 +89,33 @@ def run_config(config: Config) -> None:
     finally:
         sock.close()
         remove_unix_socket(config)
+
+
+def load_env_file(config: Config) -> None:
+    """``--env-file``: set the file's variables (python-dotenv) in this process's environment,
+    before the app is imported; worker processes inherit them. Variables already set win,
+    as with uvicorn. Raises ``ConfigError`` when the file or python-dotenv is missing."""
+    if config.env_file is None:
+        return
+    if not os.path.isfile(config.env_file):
+        raise ConfigError(f"--env-file: expected a readable file, got {config.env_file!r}")
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ConfigError(
+            "--env-file: needs python-dotenv; install nea[standard] (pip install 'nea[standard]')"
+        ) from None
+    logger.info("Loading environment from '%s'", config.env_file)
+    load_dotenv(dotenv_path=config.env_file)
+
+
+def with_jitter(config: Config) -> Config:
+    """``limit_max_requests`` plus a random 0..``limit_max_requests_jitter`` for this process,
+    so workers started together do not all restart together."""
+    if config.limit_max_requests is None or config.limit_max_requests_jitter == 0:
+        return config
+    extra = random.randint(0, config.limit_max_requests_jitter)
+    return config.replace(limit_max_requests=config.limit_max_requests + extra)
 
 
 def remove_unix_socket(config: Config) -> None:
@@ -116,7 +146,7 @@ async def serve_until_signalled(
     """
     from nea.server import Server
 
-    server = Server(config)
+    server = Server(with_jitter(config))
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 
@@ -143,6 +173,7 @@ async def serve_until_signalled(
         loop.add_reader(stop_when_readable, on_readable)
     try:
         await _serve(server, list(sockets) if sockets is not None else None, on_started)
+        logger.info("Finished server process [%d]", os.getpid())
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)

@@ -1,27 +1,31 @@
 """The ``nea`` command: parse options (named like uvicorn's), set up logging, run the server.
 
-Owns: the argument parser, turning option text into ``Config`` values, and the mapping from
-exceptions to exit codes. It is the only place that calls ``sys.exit``. A user mistake
-(bad option value, app not importable, address in use) ends with ONE line
-``nea: error: ...`` and exit code 1, never a traceback; a failed lifespan startup exits 3.
+Owns: the table of options (every option of uvicorn's ``--help`` is here: accepted with the
+same meaning, or rejected with one line saying why), reading each option from the command
+line, then from its ``NEA_<OPTION>`` environment variable, and turning option text into
+``Config`` values, and the mapping from exceptions to exit codes. Defaults are NOT written
+here: an option given nowhere is left out, so ``Config``'s field default applies (the one
+source of defaults). It is the only place that calls ``sys.exit``. A user mistake (bad option
+value, app not importable, address in use) ends with ONE line ``nea: error: ...`` and exit
+code 1, never a traceback; a failed lifespan startup exits 3.
 Must not import the HTTP layers or the server directly (``nea._run`` does, lazily).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
 
 from nea._errors import ConfigError, LifespanStartupFailed, NeaError
-from nea._sizes import parse_size
+from nea._sizes import format_size, parse_size
 from nea.config import (
-    DEFAULT_BACKLOG,
-    DEFAULT_BUDGET,
-    DEFAULT_LIMIT_REQUEST_HEADERS_BYTES,
-    DEFAULT_SLOTS,
+    DEFAULT_RELOAD_EXCLUDES,
+    DEFAULT_RELOAD_INCLUDES,
     Config,
     parse_header_option,
 )
@@ -31,7 +35,426 @@ EXIT_USAGE = 1  # bad option, app not importable, address in use
 EXIT_STARTUP_FAILED = 3  # the application's lifespan startup failed (uvicorn uses 3 too)
 EXIT_INTERRUPTED = 130  # Ctrl-C before the server had installed its signal handlers
 
-T = TypeVar("T")
+ENV_PREFIX = "NEA_"
+
+Kind = Literal["value", "flag", "switch", "append"]
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false (1/0, yes/no, on/off), got {text!r}")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option: ``--flag`` text → ``field`` of ``Config`` (or of the CLI).
+
+    ``kind``: ``value`` takes one argument, ``flag`` is a bare on-switch, ``switch`` has a
+    ``--no-`` form, ``append`` may be repeated. ``uvicorn`` names the uvicorn option it
+    stands for (docs/cli.md is checked against this table).
+    """
+
+    flag: str
+    field: str
+    help: str
+    kind: Kind = "value"
+    convert: Callable[[str], Any] = _text
+    metavar: str | None = None
+    uvicorn: str | None = None
+
+    @property
+    def env(self) -> str:
+        """``NEA_PORT`` for ``--port``: the environment variable that sets this option."""
+        return ENV_PREFIX + self.flag.lstrip("-").upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A uvicorn option that nea does not have: rejected with ``reason``."""
+
+    flag: str
+    reason: str
+    takes_value: bool = True
+
+
+def _default(field: str) -> Any:
+    for item in dataclasses.fields(Config):
+        if item.name == field:
+            return item.default
+    raise KeyError(field)
+
+
+def _shown(field: str) -> str:
+    value = _default(field)
+    if field == "budget":
+        return format_size(value).replace(" ", "")
+    if field == "limit_request_headers":
+        return format_size(value).replace(" ", "").replace(".0", "")
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "none"
+    return "none" if value is None else str(value)
+
+
+def _h(text: str, field: str | None = None) -> str:
+    """Help text ending in ``Config``'s default for ``field`` (never written twice)."""
+    return f"{text} ({_shown(field)})" if field else text
+
+
+OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
+    (
+        "application",
+        (
+            Option("--app-dir", "app_dir", _h("directory put first on sys.path", "app_dir")),
+            Option("--factory", "factory", "APP is a callable returning the application", "flag"),
+            Option(
+                "--interface",
+                "interface",
+                "application interface; nea serves ASGI 3 only (auto)",
+                metavar="{auto,asgi3}",
+            ),
+            Option(
+                "--lifespan",
+                "lifespan",
+                _h("lifespan protocol", "lifespan"),
+                metavar="{auto,on,off}",
+            ),
+            Option("--root-path", "root_path", "ASGI root_path, for apps mounted below a prefix"),
+            Option(
+                "--env-file",
+                "env_file",
+                "load environment variables from this file (python-dotenv) before the app",
+                metavar="PATH",
+            ),
+            Option(
+                "--workers",
+                "workers",
+                "number of worker processes ($WEB_CONCURRENCY, else 1)",
+                convert=_whole,
+                metavar="N",
+            ),
+            Option("--loop", "loop", _h("event loop", "loop"), metavar="{auto,asyncio,uvloop}"),
+            Option("--http", "http", _h("HTTP parser", "http"), metavar="{auto,h11,httptools}"),
+        ),
+    ),
+    (
+        "development",
+        (
+            Option("--reload", "reload", "restart the server when files change", "flag"),
+            Option(
+                "--reload-dir",
+                "reload_dirs",
+                "watch this directory (repeatable; default: the current directory)",
+                "append",
+                metavar="PATH",
+            ),
+            Option(
+                "--reload-include",
+                "reload_includes",
+                f"also watch files matching this glob ({', '.join(DEFAULT_RELOAD_INCLUDES)})",
+                "append",
+                metavar="GLOB",
+            ),
+            Option(
+                "--reload-exclude",
+                "reload_excludes",
+                f"ignore files matching this glob ({', '.join(DEFAULT_RELOAD_EXCLUDES)})",
+                "append",
+                metavar="GLOB",
+            ),
+            Option(
+                "--reload-delay",
+                "reload_delay",
+                _h("seconds to gather changes before a restart", "reload_delay"),
+                convert=_seconds,
+                metavar="S",
+            ),
+        ),
+    ),
+    (
+        "where to listen",
+        (
+            Option("--host", "host", _h("bind to this address", "host")),
+            Option(
+                "--port",
+                "port",
+                _h("bind to this TCP port; 0 picks a free one", "port"),
+                convert=_whole,
+            ),
+            Option("--uds", "uds", "bind to this Unix domain socket", metavar="PATH"),
+            Option(
+                "--fd", "fd", "serve this inherited listening socket", convert=_whole, metavar="N"
+            ),
+            Option(
+                "--backlog", "backlog", _h("listen backlog", "backlog"), convert=_whole, metavar="N"
+            ),
+            Option("--ssl-keyfile", "ssl_keyfile", "TLS private key (PEM)", metavar="FILE"),
+            Option("--ssl-certfile", "ssl_certfile", "TLS certificate chain (PEM)", metavar="FILE"),
+            Option(
+                "--ssl-keyfile-password", "ssl_keyfile_password", "password of the TLS private key"
+            ),
+            Option(
+                "--ssl-version",
+                "ssl_version",
+                _h("ssl module protocol constant", "ssl_version"),
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--ssl-cert-reqs",
+                "ssl_cert_reqs",
+                _h("client certificates: 0 none, 1 optional, 2 required", "ssl_cert_reqs"),
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--ssl-ca-certs",
+                "ssl_ca_certs",
+                "CA certificates to verify clients",
+                metavar="FILE",
+            ),
+            Option("--ssl-ciphers", "ssl_ciphers", "OpenSSL cipher list (OpenSSL's defaults)"),
+        ),
+    ),
+    (
+        "memory: budgets, slots, queue",
+        (
+            Option("--budget", "budget", _h("memory budget per request", "budget"), metavar="SIZE"),
+            Option(
+                "--slots", "slots", _h("requests run at once", "slots"), convert=_whole, metavar="N"
+            ),
+            Option(
+                "--queue",
+                "queue",
+                "requests that may wait for a slot (2 × slots)",
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--queue-timeout",
+                "queue_timeout",
+                _h("longest wait for a slot, then 503", "queue_timeout"),
+                convert=_seconds,
+                metavar="S",
+            ),
+            Option(
+                "--limit-concurrency",
+                "limit_concurrency",
+                "uvicorn's cap: N requests at once, 503 beyond (= --slots N --queue 0)",
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--meter",
+                "meter",
+                _h("how budgets are metered; off = slots only", "meter"),
+                metavar="{native,tracemalloc,off}",
+            ),
+            Option(
+                "--memory-limit",
+                "memory_limit",
+                "hard cap on the process's memory; auto = the memory plan plus headroom (off)",
+                metavar="SIZE|auto|off",
+            ),
+            Option(
+                "--region",
+                "region",
+                _h("serve budgets from one region mapped at startup", "region"),
+                metavar="{on,off}",
+            ),
+            Option(
+                "--prefault",
+                "prefault",
+                "touch every page of the region at startup: RSS is final from the first request",
+                "flag",
+            ),
+            Option(
+                "--release-memory",
+                "release_memory",
+                _h("give reset region pages back to the OS when idle", "release_memory"),
+                metavar="{never,idle}",
+            ),
+        ),
+    ),
+    (
+        "timeouts and limits",
+        (
+            Option(
+                "--timeout-keep-alive",
+                "timeout_keep_alive",
+                _h("idle keep-alive timeout", "timeout_keep_alive"),
+                convert=_seconds,
+                metavar="S",
+            ),
+            Option(
+                "--timeout-request-headers",
+                "timeout_request_headers",
+                _h("time to send the whole header section, else 408", "timeout_request_headers"),
+                convert=_seconds,
+                metavar="S",
+            ),
+            Option(
+                "--timeout-graceful-shutdown",
+                "timeout_graceful_shutdown",
+                "on shutdown, wait this long for in-flight requests (no limit)",
+                convert=_seconds,
+                metavar="S",
+            ),
+            Option(
+                "--limit-max-requests",
+                "limit_max_requests",
+                "a process stops after N requests (a worker is replaced)",
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--limit-max-requests-jitter",
+                "limit_max_requests_jitter",
+                _h("add a random 0..N to --limit-max-requests", "limit_max_requests_jitter"),
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--limit-request-headers",
+                "limit_request_headers",
+                _h("largest request line + header section, else 431", "limit_request_headers"),
+                convert=parse_size,
+                metavar="SIZE",
+            ),
+            Option(
+                "--h11-max-incomplete-event-size",
+                "h11_max_incomplete_event_size",
+                "uvicorn's name for --limit-request-headers, in bytes (both parsers)",
+                convert=_whole,
+                metavar="BYTES",
+            ),
+            Option(
+                "--limit-request-body",
+                "limit_request_body",
+                "largest request body, else 413 (no limit)",
+                convert=parse_size,
+                metavar="SIZE",
+            ),
+        ),
+    ),
+    (
+        "headers and proxies",
+        (
+            Option(
+                "--header",
+                "headers",
+                "add this header to every response (repeatable)",
+                "append",
+                metavar="NAME:VALUE",
+            ),
+            Option(
+                "--server-header",
+                "server_header",
+                _h("send 'server: nea'", "server_header"),
+                "switch",
+            ),
+            Option("--date-header", "date_header", _h("send 'date'", "date_header"), "switch"),
+            Option(
+                "--proxy-headers",
+                "proxy_headers",
+                _h("trust X-Forwarded-For/-Proto from --forwarded-allow-ips", "proxy_headers"),
+                "switch",
+            ),
+            Option(
+                "--forwarded-allow-ips",
+                "forwarded_allow_ips",
+                "comma-separated proxy addresses to trust, or '*' "
+                "($FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+                metavar="IPS",
+            ),
+        ),
+    ),
+    (
+        "logging and metrics",
+        (
+            Option(
+                "--log-level",
+                "log_level",
+                _h("log level", "log_level"),
+                metavar="{critical,error,warning,info,debug,trace}",
+            ),
+            Option(
+                "--log-config",
+                "log_config",
+                "logging configuration file: .json, .yaml/.yml or .ini (fileConfig)",
+                metavar="PATH",
+            ),
+            Option(
+                "--access-log",
+                "access_log",
+                _h("log one line per response on 'nea.access'", "access_log"),
+                "switch",
+            ),
+            Option(
+                "--use-colors",
+                "use_colors",
+                "colour the level names (on when the output is a terminal)",
+                "switch",
+            ),
+            Option(
+                "--metrics",
+                "metrics",
+                "serve Prometheus /metrics on this separate listener (off)",
+                metavar="HOST:PORT",
+            ),
+        ),
+    ),
+)
+
+_WEBSOCKETS = "nea serves HTTP only; WebSocket upgrades are answered as plain HTTP requests"
+UNSUPPORTED: tuple[Unsupported, ...] = (
+    Unsupported(
+        "--http2", "nea speaks HTTP/1.1; terminate HTTP/2 at a proxy in front of it", False
+    ),
+    Unsupported("--ws", _WEBSOCKETS),
+    Unsupported("--ws-max-size", _WEBSOCKETS),
+    Unsupported("--ws-max-queue", _WEBSOCKETS),
+    Unsupported("--ws-ping-interval", _WEBSOCKETS),
+    Unsupported("--ws-ping-timeout", _WEBSOCKETS),
+    Unsupported("--ws-per-message-deflate", _WEBSOCKETS),
+    Unsupported(
+        "--timeout-worker-healthcheck",
+        "nea's supervisor learns of a dead worker from its process and pipe, without pings",
+    ),
+    Unsupported(
+        "--reset-contextvars",
+        "not implemented: each request already starts from a copy of the server's context, "
+        "which carries what the lifespan set",
+        False,
+    ),
+)
+
+
+def all_options() -> list[Option]:
+    return [option for _, group in OPTIONS for option in group]
 
 
 class _ParserExit(Exception):
@@ -51,237 +474,162 @@ class _Parser(argparse.ArgumentParser):
         raise _ParserExit(status, message)
 
 
+class _Reject(argparse.Action):
+    """Stops parsing at a uvicorn option nea does not have, saying why in one line."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(f"{option_string}: not supported by nea: {self.help}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``nea`` argument parser. Values stay text here; ``config_from_args`` converts them."""
+    """The ``nea`` argument parser. Values stay text here; ``config_from_args`` converts them.
+
+    Every option defaults to None (not given), so ``config_from_args`` can tell the command
+    line from the environment from ``Config``'s defaults.
+    """
     from nea import __version__
 
     parser = _Parser(prog="nea", description="Serve an ASGI application with predictable memory.")
     parser.add_argument(
-        "app", metavar="APP", help="the application as 'module:attribute', e.g. 'main:app'"
+        "app",
+        metavar="APP",
+        nargs="?",
+        default=None,
+        help="the application as 'module:attribute', e.g. 'main:app' ($NEA_APP)",
     )
     parser.add_argument("--version", action="version", version=f"nea {__version__}")
-    _add_application_options(parser.add_argument_group("application"))
-    _add_listen_options(parser.add_argument_group("where to listen"))
-    _add_memory_options(parser.add_argument_group("memory: budgets, slots, queue"))
-    _add_limit_options(parser.add_argument_group("timeouts and limits"))
-    _add_header_options(parser.add_argument_group("headers and proxies"))
-    _add_logging_options(parser.add_argument_group("logging"))
+    for title, options in OPTIONS:
+        group = parser.add_argument_group(title)
+        for option in options:
+            _add(group, option)
+    rejected = parser.add_argument_group("uvicorn options nea does not have (rejected)")
+    for item in UNSUPPORTED:
+        rejected.add_argument(
+            item.flag,
+            action=_Reject,
+            nargs=None if item.takes_value else 0,
+            help=item.reason,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+        )
     return parser
 
 
-def _add_application_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--app-dir", default=".", help="directory put first on sys.path to import APP (.)")
-    add("--factory", action="store_true", help="APP is a callable returning the application")
-    add("--lifespan", default="auto", metavar="{auto,on,off}", help="lifespan protocol (auto)")
-    add("--root-path", default="", help="ASGI root_path, for apps mounted below a path prefix")
-    add("--workers", default="1", metavar="N", help="number of worker processes (1)")
-    add("--loop", default="auto", metavar="{auto,asyncio,uvloop}", help="event loop (auto)")
-    add("--http", default="auto", metavar="{auto,h11,httptools}", help="HTTP parser (auto)")
+def _add(group: argparse._ArgumentGroup, option: Option) -> None:
+    help_text = f"{option.help} [${option.env}]"
+    if option.kind == "flag":
+        group.add_argument(
+            option.flag, dest=option.field, action="store_const", const="1", help=help_text
+        )
+    elif option.kind == "switch":
+        group.add_argument(
+            option.flag,
+            dest=option.field,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=help_text,
+        )
+    elif option.kind == "append":
+        group.add_argument(
+            option.flag, dest=option.field, action="append", metavar=option.metavar, help=help_text
+        )
+    else:
+        group.add_argument(option.flag, dest=option.field, metavar=option.metavar, help=help_text)
 
 
-def _add_memory_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add(
-        "--budget", default=DEFAULT_BUDGET, metavar="SIZE", help="memory budget per request (32MiB)"
-    )
-    add("--slots", default=str(DEFAULT_SLOTS), metavar="N", help="requests run at once (64)")
-    add("--queue", default=None, metavar="N", help="requests that may wait for a slot (2 × slots)")
-    add(
-        "--queue-timeout",
-        default="10",
-        metavar="S",
-        help="longest wait for a slot, then 503 (10)",
-    )
-    add(
-        "--meter",
-        default="native",
-        metavar="{native,tracemalloc,off}",
-        help="how budgets are metered; off = slots only (native)",
-    )
-    add(
-        "--memory-limit",
-        default="off",
-        metavar="SIZE|auto|off",
-        help="hard cap on the process's memory; auto = the memory plan plus headroom (off)",
-    )
-    add(
-        "--region",
-        default="on",
-        metavar="{on,off}",
-        help="serve budgets from one region mapped at startup (on)",
-    )
-    add(
-        "--prefault",
-        action="store_true",
-        help="touch every page of the region at startup: RSS is final from the first request",
-    )
-    add(
-        "--release-memory",
-        default="never",
-        metavar="{never,idle}",
-        help="give reset region pages back to the OS when no request runs (never)",
-    )
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """Convert parsed option text (then ``NEA_*`` variables) into a validated ``Config``.
+
+    Raises ``ConfigError`` naming the option (and the variable, when the value came from
+    one) and the accepted form.
+    """
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for option in all_options():
+        value = _value_of(option, getattr(args, option.field), environ)
+        if value is not None:
+            values[option.field] = value
+            given.add(option.flag)
+    app = args.app if args.app is not None else environ.get("NEA_APP")
+    if app is None:
+        raise ConfigError("the following arguments are required: APP (or set NEA_APP)")
+    if "workers" not in values and environ.get("WEB_CONCURRENCY"):
+        values["workers"] = _convert(
+            "--workers (from WEB_CONCURRENCY)", environ["WEB_CONCURRENCY"], _whole
+        )
+    allow_ips = values.pop("forwarded_allow_ips", None) or environ.get("FORWARDED_ALLOW_IPS")
+    if allow_ips is not None:
+        values["forwarded_allow_ips"] = tuple(
+            ip.strip() for ip in allow_ips.split(",") if ip.strip()
+        )
+    if "headers" in values:
+        values["headers"] = parse_header_option(values["headers"])
+    if "h11_max_incomplete_event_size" in values:
+        if "limit_request_headers" in values:
+            raise ConfigError(
+                "--h11-max-incomplete-event-size and --limit-request-headers: give one "
+                "(they are the same limit)"
+            )
+        values["limit_request_headers"] = values.pop("h11_max_incomplete_event_size")
+    _resolve_reload_patterns(values)
+    if values.get("meter") == "auto":  # NEA_METER=auto, as the library reads it
+        del values["meter"]
+    return Config(app=app, **values)
 
 
-def _add_listen_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--host", default="127.0.0.1", help="bind to this address (127.0.0.1)")
-    add("--port", default="8000", help="bind to this TCP port; 0 picks a free one (8000)")
-    add("--uds", default=None, metavar="PATH", help="bind to this Unix domain socket")
-    add("--fd", default=None, metavar="N", help="serve this inherited listening socket")
-    add("--backlog", default=str(DEFAULT_BACKLOG), metavar="N", help="listen backlog (2048)")
-    add("--ssl-keyfile", default=None, metavar="FILE", help="TLS private key (PEM)")
-    add("--ssl-certfile", default=None, metavar="FILE", help="TLS certificate chain (PEM)")
+def _value_of(option: Option, raw: Any, environ: Mapping[str, str]) -> Any:
+    """The option's converted value from the command line, else from ``NEA_<OPTION>``."""
+    source = option.flag
+    if raw is None:
+        text = environ.get(option.env)
+        if text is None:
+            return None
+        source = f"{option.flag} (from {option.env})"
+        if option.kind in ("flag", "switch"):
+            return _convert(source, text, _boolean)
+        if option.kind == "append":
+            # As click reads uvicorn's multiple-value variables: split on whitespace; a header
+            # value may hold spaces, so NEA_HEADER is split on newlines instead.
+            raw = text.splitlines() if option.field == "headers" else text.split()
+        else:
+            raw = text
+    if option.kind == "flag":
+        return True
+    if option.kind == "switch":
+        return bool(raw)
+    if option.kind == "append":
+        return [_convert(source, item, option.convert) for item in raw]
+    return _convert(source, raw, option.convert)
 
 
-def _add_limit_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add("--timeout-keep-alive", default="5", metavar="S", help="idle keep-alive timeout (5)")
-    add(
-        "--timeout-request-headers",
-        default="10",
-        metavar="S",
-        help="time a client has to send the whole header section, else 408 (10)",
-    )
-    add(
-        "--timeout-graceful-shutdown",
-        default=None,
-        metavar="S",
-        help="on shutdown, wait this long for in-flight requests (no limit)",
-    )
-    add("--limit-max-requests", default=None, metavar="N", help="stop after N requests")
-    add(
-        "--limit-request-headers",
-        default=f"{DEFAULT_LIMIT_REQUEST_HEADERS_BYTES // 1024}KiB",
-        metavar="SIZE",
-        help="largest request line + header section, else 431 (64KiB)",
-    )
-    add(
-        "--limit-request-body",
-        default=None,
-        metavar="SIZE",
-        help="largest request body, else 413 (no limit)",
-    )
+def _resolve_reload_patterns(values: dict[str, Any]) -> None:
+    """uvicorn's rule: given includes add to the default includes and remove themselves from
+    the default excludes, and the other way round (``--reload-exclude '*.py'``)."""
+    includes = values.pop("reload_includes", None) or []
+    excludes = values.pop("reload_excludes", None) or []
+    if includes or excludes:
+        values["reload_includes"] = tuple(
+            dict.fromkeys(p for p in (*DEFAULT_RELOAD_INCLUDES, *includes) if p not in excludes)
+        )
+        values["reload_excludes"] = tuple(
+            dict.fromkeys(p for p in (*DEFAULT_RELOAD_EXCLUDES, *excludes) if p not in includes)
+        )
+    if "reload_dirs" in values:
+        values["reload_dirs"] = tuple(values["reload_dirs"])
 
 
-def _add_header_options(group: argparse._ArgumentGroup) -> None:
-    add = group.add_argument
-    add(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME:VALUE",
-        help="add this header to every response (repeatable)",
-    )
-    add("--no-server-header", action="store_true", help="omit the 'server: nea' header")
-    add("--no-date-header", action="store_true", help="omit the 'date' header")
-    add(
-        "--proxy-headers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips (on)",
-    )
-    add(
-        "--forwarded-allow-ips",
-        default=None,
-        metavar="IPS",
-        help="comma-separated proxy addresses to trust, or '*' "
-        "($FORWARDED_ALLOW_IPS, else 127.0.0.1)",
-    )
-
-
-def _add_logging_options(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--log-level",
-        default="info",
-        metavar="{critical,error,warning,info,debug,trace}",
-        help="log level (info)",
-    )
-    group.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="log one line per response on 'nea.access' (on)",
-    )
-
-
-def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Config:
-    """Convert parsed option text into a validated ``Config``; raise ``ConfigError``."""
-    allow_ips = args.forwarded_allow_ips
-    if allow_ips is None:
-        allow_ips = environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    return Config(
-        app=args.app,
-        host=args.host,
-        port=_convert("--port", args.port, _whole),
-        uds=args.uds,
-        fd=_optional("--fd", args.fd, _whole),
-        backlog=_convert("--backlog", args.backlog, _whole),
-        workers=_convert("--workers", args.workers, _whole),
-        loop=args.loop,
-        http=args.http,
-        lifespan=args.lifespan,
-        factory=args.factory,
-        app_dir=args.app_dir,
-        root_path=args.root_path,
-        timeout_keep_alive=_convert("--timeout-keep-alive", args.timeout_keep_alive, _seconds),
-        timeout_request_headers=_convert(
-            "--timeout-request-headers", args.timeout_request_headers, _seconds
-        ),
-        timeout_graceful_shutdown=_optional(
-            "--timeout-graceful-shutdown", args.timeout_graceful_shutdown, _seconds
-        ),
-        limit_max_requests=_optional("--limit-max-requests", args.limit_max_requests, _whole),
-        limit_request_headers=_convert(
-            "--limit-request-headers", args.limit_request_headers, parse_size
-        ),
-        limit_request_body=_optional("--limit-request-body", args.limit_request_body, parse_size),
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=tuple(ip.strip() for ip in allow_ips.split(",") if ip.strip()),
-        headers=parse_header_option(args.header),
-        server_header=not args.no_server_header,
-        date_header=not args.no_date_header,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        ssl_keyfile=args.ssl_keyfile,
-        ssl_certfile=args.ssl_certfile,
-        budget=args.budget,
-        slots=_convert("--slots", args.slots, _whole),
-        queue=_optional("--queue", args.queue, _whole),
-        queue_timeout=_convert("--queue-timeout", args.queue_timeout, _seconds),
-        meter=args.meter,
-        memory_limit=args.memory_limit,
-        region=args.region,
-        prefault=args.prefault,
-        release_memory=args.release_memory,
-    )
-
-
-def _whole(text: str) -> int:
-    try:
-        return int(text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {text!r}") from None
-
-
-def _convert(option: str, text: str, convert: Callable[[str], T]) -> T:
+def _convert(option: str, text: str, convert: Callable[[str], Any]) -> Any:
     """``convert(text)``; its ``ValueError`` becomes a ``ConfigError`` naming ``option``."""
     try:
         return convert(text)
     except ValueError as exc:  # ConfigError included: the message already says what fits
         raise ConfigError(f"{option}: {exc}") from None
-
-
-def _optional(option: str, text: str | None, convert: Callable[[str], T]) -> T | None:
-    return None if text is None else _convert(option, text, convert)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -304,12 +652,12 @@ def _main(argv: list[str]) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nea._logging import configure_logging
+    from nea._logging import configure_logging_from
     from nea._run import run_config
 
     try:
-        config = config_from_args(args, dict(os.environ))
-        configure_logging(config.log_level, access_log=config.access_log)
+        config = config_from_args(args, os.environ)
+        configure_logging_from(config)
         run_config(config)
     except NeaError as exc:
         if isinstance(exc, LifespanStartupFailed):
