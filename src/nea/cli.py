@@ -108,9 +108,7 @@ def _default(field: str) -> Any:
 
 def _shown(field: str) -> str:
     value = _default(field)
-    if field == "budget":
-        return format_size(value).replace(" ", "")
-    if field == "limit_request_headers":
+    if field in ("budget", "limit_request_headers"):
         return format_size(value).replace(" ", "").replace(".0", "")
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -446,8 +444,7 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     ),
     Unsupported(
         "--reset-contextvars",
-        "not implemented: each request already starts from a copy of the server's context, "
-        "which carries what the lifespan set",
+        "not implemented: nea has no option to start requests from a fresh context",
         False,
     ),
 )

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,15 @@ RUNNING = re.compile(r"nea running on (?:https?://(?P<host>[^\s:]+|\[[^\]]+\]):(
 class NeaProcess:
     """A ``python -m nea ...`` child process with its output lines in a queue."""
 
-    def __init__(self, args: Sequence[str], *, pass_fds: Sequence[int] = ()) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "nea", *args],
             stdout=subprocess.PIPE,
@@ -36,6 +43,7 @@ class NeaProcess:
             text=True,
             pass_fds=tuple(pass_fds),
             env=env,
+            cwd=cwd,
         )
         self.lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self.seen: list[tuple[str, str]] = []
