@@ -19,7 +19,7 @@ import signal
 import socket
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
@@ -30,6 +30,7 @@ from nea._types import ASGIApp
 from nea.config import Config
 
 if TYPE_CHECKING:
+    from nea.metrics import ServerMetrics
     from nea.server import Server
 
 logger = logging.getLogger(ERROR_LOGGER)
@@ -85,10 +86,31 @@ def run_config(config: Config) -> None:
     # fast and alone instead of after the application started (and stopped) for nothing.
     sock = bind_socket(config)
     try:
-        run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
+        with metrics_listener(config):
+            run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
     finally:
         sock.close()
         remove_unix_socket(config)
+
+
+@contextlib.contextmanager
+def metrics_listener(config: Config) -> Iterator[None]:
+    """With ``--metrics``: the multiprocess directory and the ``/metrics`` listener, for as
+    long as the block runs (the supervisor's, or the single server process's)."""
+    if config.metrics is None:
+        yield
+        return
+    from nea.metrics import MetricsDirectory, MetricsListener
+
+    directory = MetricsDirectory()
+    try:
+        listener = MetricsListener(config)
+        try:
+            yield
+        finally:
+            listener.close()
+    finally:
+        directory.close()
 
 
 def load_env_file(config: Config) -> None:
@@ -146,7 +168,16 @@ async def serve_until_signalled(
     """
     from nea.server import Server
 
-    server = Server(with_jitter(config))
+    config = with_jitter(config)
+    metrics = None
+    if config.metrics is not None:
+        from nea._importer import import_app
+        from nea.metrics import ServerMetrics
+
+        metrics = ServerMetrics(None if config.meter == "off" else config.budget)
+        # The app is imported here (not by the server) to wrap it with the peak histogram.
+        config = config.replace(app=metrics.wrap(import_app(config)), factory=False)
+    server = Server(config)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 
@@ -171,14 +202,30 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, on_signal, signum)
     if stop_when_readable is not None:
         loop.add_reader(stop_when_readable, on_readable)
+    sampling = None if metrics is None else asyncio.ensure_future(_sample(server, metrics))
     try:
         await _serve(server, list(sockets) if sockets is not None else None, on_started)
         logger.info("Finished server process [%d]", os.getpid())
     finally:
+        if sampling is not None:
+            sampling.cancel()
         for signum in signals:
             loop.remove_signal_handler(signum)
         if stop_when_readable is not None:
             loop.remove_reader(stop_when_readable)
+
+
+async def _sample(server: Server, metrics: ServerMetrics) -> None:
+    """Copy the server's admission counters into its metrics, every ``SAMPLE_SECONDS``
+    (they change without notification; see ``nea.metrics``)."""
+    from nea.metrics import SAMPLE_SECONDS
+
+    await server.wait_started()
+    if server.memory_plan is not None:
+        metrics.plan(server.memory_plan)
+    while True:
+        metrics.sample(server.statistics())
+        await asyncio.sleep(SAMPLE_SECONDS)
 
 
 async def _serve(

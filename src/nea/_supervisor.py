@@ -42,7 +42,7 @@ from typing import Any
 
 from nea._errors import NeaError
 from nea._logging import ERROR_LOGGER, configure_logging_from
-from nea._run import remove_unix_socket
+from nea._run import metrics_listener, remove_unix_socket
 from nea._sockets import bind_socket, describe_address
 from nea.config import Config
 
@@ -115,7 +115,8 @@ class Supervisor:
                         "Will watch for changes in these directories: %s",
                         [str(d) for d in watcher.dirs],
                     )
-                self._supervise(sock)
+                with metrics_listener(self._config):
+                    self._supervise(sock)
             finally:
                 if watcher is not None:
                     watcher.stop()
@@ -255,6 +256,10 @@ class Supervisor:
         worker.process.join()
         code = worker.process.exitcode
         pid = worker.process.pid
+        if self._config.metrics is not None and pid is not None:
+            from nea.metrics import mark_process_dead
+
+            mark_process_dead(pid)
         if self._stopping:
             logger.info("worker pid %d stopped (exit code %s)", pid, code)
             return
