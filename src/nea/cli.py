@@ -58,6 +58,13 @@ def _seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ValueError(f"expected a size; {exc}") from None
+
+
 def _boolean(text: str) -> bool:
     word = text.strip().lower()
     if word in ("1", "true", "yes", "on"):
@@ -240,7 +247,13 @@ OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     (
         "memory: budgets, slots, queue",
         (
-            Option("--budget", "budget", _h("memory budget per request", "budget"), metavar="SIZE"),
+            Option(
+                "--budget",
+                "budget",
+                _h("memory budget per request", "budget"),
+                convert=_size,
+                metavar="SIZE",
+            ),
             Option(
                 "--slots", "slots", _h("requests run at once", "slots"), convert=_whole, metavar="N"
             ),
@@ -546,16 +559,25 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
     Raises ``ConfigError`` naming the option (and the variable, when the value came from
     one) and the accepted form.
     """
+    app = args.app if args.app is not None else environ.get("NEA_APP")
+    if app is None:
+        raise ConfigError("the following arguments are required: APP (or set NEA_APP)")
+    return Config(app=app, **option_values(args, environ))
+
+
+def environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``Config`` options that ``NEA_*`` variables set (for the gunicorn worker)."""
+    return option_values(build_parser().parse_args([]), environ)
+
+
+def option_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """``Config`` keyword arguments for every option given on the command line or in the
+    environment; options given nowhere are left out, so ``Config``'s defaults apply."""
     values: dict[str, Any] = {}
-    given: set[str] = set()
     for option in all_options():
         value = _value_of(option, getattr(args, option.field), environ)
         if value is not None:
             values[option.field] = value
-            given.add(option.flag)
-    app = args.app if args.app is not None else environ.get("NEA_APP")
-    if app is None:
-        raise ConfigError("the following arguments are required: APP (or set NEA_APP)")
     if "workers" not in values and environ.get("WEB_CONCURRENCY"):
         values["workers"] = _convert(
             "--workers (from WEB_CONCURRENCY)", environ["WEB_CONCURRENCY"], _whole
@@ -577,7 +599,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Co
     _resolve_reload_patterns(values)
     if values.get("meter") == "auto":  # NEA_METER=auto, as the library reads it
         del values["meter"]
-    return Config(app=app, **values)
+    return values
 
 
 def _value_of(option: Option, raw: Any, environ: Mapping[str, str]) -> Any:

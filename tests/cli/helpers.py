@@ -37,7 +37,7 @@ class NeaProcess:
     ) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nea", *args],
+            self._command(args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -55,6 +55,9 @@ class NeaProcess:
         ]
         for reader in self._readers:
             reader.start()
+
+    def _command(self, args: Sequence[str]) -> list[str]:
+        return [sys.executable, "-m", "nea", *args]
 
     def _read(self, name: str, stream: object) -> None:
         assert stream is not None
