@@ -60,7 +60,11 @@ def config_from_gunicorn(cfg: Any, app: Any, *, max_requests: int | None) -> Con
         values.setdefault(name, value)
     # gunicorn's master owns the processes and the sockets; --metrics needs nea's supervisor.
     for owned_by_gunicorn in ("workers", "reload", "metrics", "uds", "fd"):
-        values.pop(owned_by_gunicorn, None)
+        if values.pop(owned_by_gunicorn, None) is not None:
+            logging.getLogger("nea.error").warning(
+                "NEA_%s is ignored under gunicorn (its master owns processes and sockets)",
+                owned_by_gunicorn.upper(),
+            )
     return Config(app=app, **values)
 
 
