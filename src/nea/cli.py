@@ -525,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
             action=_Reject,
             nargs=None if item.takes_value else 0,
             help=item.reason,
-            dest=argparse.SUPPRESS,
+            metavar="VALUE" if item.takes_value else None,
+            dest="rejected_" + item.flag.lstrip("-").replace("-", "_"),
             default=argparse.SUPPRESS,
         )
     return parser
