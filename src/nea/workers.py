@@ -25,8 +25,8 @@ from gunicorn.workers.base import Worker
 
 from nea._errors import NeaError
 from nea._loops import run_on_loop
+from nea._options import environment_values
 from nea._run import serve_until_signalled
-from nea.cli import environment_values
 from nea.config import Config
 
 # gunicorn's settings that mean the same as a nea option, read unless NEA_<OPTION> is set.
