@@ -80,3 +80,18 @@ def test_metrics_option_needs_host_and_port() -> None:
         r"nea: error: --metrics: expected HOST:PORT \(e\.g\. 127\.0\.0\.1:9100\), got '9100'\n",
         result.stderr,
     )
+
+
+def test_metrics_of_a_single_process(start_nea: StartNea) -> None:
+    nea = start_nea(
+        "--app-dir", str(SERVING_APPS), "apps:hog_app", "--port", "0", "--slots", "5",
+        "--metrics", "127.0.0.1:0",
+    )  # fmt: skip
+    metrics_port = int(nea.wait_for_line(r"metrics on http://127\.0\.0\.1:(\d+)/metrics").group(1))
+    address = nea.wait_running()
+    assert get(address, "/alloc/1")[0] == 200
+    values = scrape_until(metrics_port, "nea_requests_served_total", 1.0)
+    assert (values["nea_requests_served_total"], values["nea_slots"]) == (1.0, 5.0)
+    assert values["nea_request_peak_memory_bytes_count"] == 1.0
+    nea.send_signal(signal.SIGTERM)
+    assert nea.wait_exit() == 0
