@@ -86,8 +86,13 @@ def start_nea() -> Iterator[Callable[..., NeaProcess]]:
     """Factory fixture: ``start_nea(*args)`` starts nea; every process is killed at teardown."""
     started: list[NeaProcess] = []
 
-    def start(*args: str, pass_fds: Sequence[int] = ()) -> NeaProcess:
-        process = NeaProcess(args, pass_fds=pass_fds)
+    def start(
+        *args: str,
+        pass_fds: Sequence[int] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> NeaProcess:
+        process = NeaProcess(args, pass_fds=pass_fds, env=env, cwd=cwd)
         started.append(process)
         return process
 

@@ -14,21 +14,23 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nea._errors import ConfigError
-from nea._logging import ERROR_LOGGER, TRACE, configure_logging, logging_is_configured
+from nea._logging import ERROR_LOGGER, TRACE, configure_logging_from, logging_is_configured
 from nea._loops import run_on_loop
 from nea._sockets import bind_socket, create_ssl_context
 from nea._types import ASGIApp
 from nea.config import Config
 
 if TYPE_CHECKING:
+    from nea.metrics import ServerMetrics
     from nea.server import Server
 
 logger = logging.getLogger(ERROR_LOGGER)
@@ -48,8 +50,8 @@ def run(app: str | ASGIApp, **options: Any) -> None:
     """
     config = build_config(app, options)
     logging.addLevelName(TRACE, "TRACE")  # named even when the application set up logging
-    if not logging_is_configured():
-        configure_logging(config.log_level, access_log=config.access_log)
+    if not logging_is_configured() or config.log_config is not None:
+        configure_logging_from(config)
     run_config(config)
 
 
@@ -65,10 +67,12 @@ def build_config(app: str | ASGIApp, options: dict[str, Any]) -> Config:
 
 
 def run_config(config: Config) -> None:
-    """Serve ``config`` in this process, or under the supervisor when ``workers > 1``."""
+    """Serve ``config`` in this process, or under the supervisor when ``workers > 1`` or
+    ``reload`` (which restarts one worker process when files change)."""
+    load_env_file(config)
     # Unreadable TLS files are a command-line mistake: report them before anything starts.
     create_ssl_context(config)
-    if config.workers > 1:
+    if config.workers > 1 or config.reload:
         if not isinstance(config.app, str):
             raise ConfigError(
                 "--workers: more than one worker needs the app as an import string "
@@ -82,10 +86,58 @@ def run_config(config: Config) -> None:
     # fast and alone instead of after the application started (and stopped) for nothing.
     sock = bind_socket(config)
     try:
-        run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
+        with metrics_listener(config):
+            run_on_loop(serve_until_signalled(config, [sock]), loop=config.loop)
     finally:
         sock.close()
         remove_unix_socket(config)
+
+
+@contextlib.contextmanager
+def metrics_listener(config: Config) -> Iterator[None]:
+    """With ``--metrics``: the multiprocess directory and the ``/metrics`` listener, for as
+    long as the block runs (the supervisor's, or the single server process's)."""
+    if config.metrics is None:
+        yield
+        return
+    from nea.metrics import MetricsDirectory, MetricsListener
+
+    directory = MetricsDirectory()
+    try:
+        listener = MetricsListener(config)
+        try:
+            yield
+        finally:
+            listener.close()
+    finally:
+        directory.close()
+
+
+def load_env_file(config: Config) -> None:
+    """``--env-file``: set the file's variables (python-dotenv) in this process's environment,
+    before the app is imported; worker processes inherit them. Variables already set win,
+    as with uvicorn. Raises ``ConfigError`` when the file or python-dotenv is missing."""
+    if config.env_file is None:
+        return
+    if not os.path.isfile(config.env_file):
+        raise ConfigError(f"--env-file: expected a readable file, got {config.env_file!r}")
+    try:
+        from dotenv import load_dotenv
+    except ImportError:
+        raise ConfigError(
+            "--env-file: needs python-dotenv; install nea[standard] (pip install 'nea[standard]')"
+        ) from None
+    logger.info("Loading environment from '%s'", config.env_file)
+    load_dotenv(dotenv_path=config.env_file)
+
+
+def with_jitter(config: Config) -> Config:
+    """``limit_max_requests`` plus a random 0..``limit_max_requests_jitter`` for this process,
+    so workers started together do not all restart together."""
+    if config.limit_max_requests is None or config.limit_max_requests_jitter == 0:
+        return config
+    extra = random.randint(0, config.limit_max_requests_jitter)
+    return config.replace(limit_max_requests=config.limit_max_requests + extra)
 
 
 def remove_unix_socket(config: Config) -> None:
@@ -116,6 +168,15 @@ async def serve_until_signalled(
     """
     from nea.server import Server
 
+    config = with_jitter(config)
+    metrics = None
+    if config.metrics is not None:
+        from nea._importer import import_app
+        from nea.metrics import ServerMetrics
+
+        metrics = ServerMetrics(None if config.meter == "off" else config.budget)
+        # The app is imported here (not by the server) to wrap it with the peak histogram.
+        config = config.replace(app=metrics.wrap(import_app(config)), factory=False)
     server = Server(config)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
@@ -141,13 +202,30 @@ async def serve_until_signalled(
         loop.add_signal_handler(signum, on_signal, signum)
     if stop_when_readable is not None:
         loop.add_reader(stop_when_readable, on_readable)
+    sampling = None if metrics is None else asyncio.ensure_future(_sample(server, metrics))
     try:
         await _serve(server, list(sockets) if sockets is not None else None, on_started)
+        logger.info("Finished server process [%d]", os.getpid())
     finally:
+        if sampling is not None:
+            sampling.cancel()
         for signum in signals:
             loop.remove_signal_handler(signum)
         if stop_when_readable is not None:
             loop.remove_reader(stop_when_readable)
+
+
+async def _sample(server: Server, metrics: ServerMetrics) -> None:
+    """Copy the server's admission counters into its metrics, every ``SAMPLE_SECONDS``
+    (they change without notification; see ``nea.metrics``)."""
+    from nea.metrics import SAMPLE_SECONDS
+
+    await server.wait_started()
+    if server.memory_plan is not None:
+        metrics.plan(server.memory_plan)
+    while True:
+        metrics.sample(server.statistics())
+        await asyncio.sleep(SAMPLE_SECONDS)
 
 
 async def _serve(

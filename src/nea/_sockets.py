@@ -47,16 +47,44 @@ def describe_address(sock: socket.socket) -> str:
 
 
 def create_ssl_context(config: Config) -> ssl.SSLContext | None:
-    """The server TLS context for ``--ssl-certfile/--ssl-keyfile``, or ``None`` without them."""
+    """The server TLS context for ``--ssl-certfile/--ssl-keyfile``, or ``None`` without them.
+
+    ``--ssl-keyfile-password`` unlocks the key, ``--ssl-version`` picks the protocol constant
+    (the default keeps ``ssl.create_default_context``'s settings), ``--ssl-cert-reqs`` and
+    ``--ssl-ca-certs`` verify client certificates, ``--ssl-ciphers`` sets the cipher list.
+    Raises ``BindError`` naming the option when a file or value is unusable.
+    """
     if config.ssl_certfile is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        if config.ssl_version == ssl.PROTOCOL_TLS_SERVER:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        else:
+            context = ssl.SSLContext(ssl._SSLMethod(config.ssl_version))
+    except (ValueError, ssl.SSLError) as exc:
+        raise BindError(f"--ssl-version: not a usable protocol ({exc})") from exc
+    try:
+        context.load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password
+        )
     except (OSError, ssl.SSLError) as exc:
         raise BindError(
             f"--ssl-certfile/--ssl-keyfile: cannot load {config.ssl_certfile!r}: {exc}"
         ) from exc
+    try:
+        context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
+    except ValueError as exc:
+        raise BindError(f"--ssl-cert-reqs: expected 0, 1 or 2, got {config.ssl_cert_reqs}") from exc
+    if config.ssl_ca_certs is not None:
+        try:
+            context.load_verify_locations(config.ssl_ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise BindError(f"--ssl-ca-certs: cannot load {config.ssl_ca_certs!r}: {exc}") from exc
+    if config.ssl_ciphers is not None:
+        try:
+            context.set_ciphers(config.ssl_ciphers)
+        except ssl.SSLError as exc:
+            raise BindError(f"--ssl-ciphers: no usable cipher in {config.ssl_ciphers!r}") from exc
     context.set_alpn_protocols(["http/1.1"])
     return context
 

@@ -14,6 +14,14 @@ SIGTERM to each worker, so a second Ctrl-C forces the workers out too.
 A worker that fails before it starts serving (app import error, lifespan startup failure,
 bind error) stops the whole supervisor: its exception is sent to the parent through the
 pipe and re-raised there, so ``nea --workers 2`` fails exactly like ``nea`` does.
+
+Crash loops are throttled: a worker that dies within ``STABLE_AFTER_SECONDS`` of starting is
+replaced after a delay that doubles with each such death (``RESTART_DELAY_*``); one that
+lived longer is replaced at once and resets the delay.
+
+``--reload`` runs one worker under the same supervisor, with a ``nea._reload.Watcher``: a
+file change restarts the worker gracefully, and a worker that cannot start (a syntax error
+being fixed) is reported and waits for the next change instead of stopping nea.
 Must not import the server at module level (workers import it after spawning).
 """
 
@@ -25,15 +33,16 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from nea._errors import NeaError
-from nea._logging import ERROR_LOGGER, configure_logging
-from nea._run import remove_unix_socket
+from nea._logging import ERROR_LOGGER, configure_logging_from
+from nea._run import metrics_listener, remove_unix_socket
 from nea._sockets import bind_socket, describe_address
 from nea.config import Config
 
@@ -42,6 +51,12 @@ logger = logging.getLogger(ERROR_LOGGER)
 # After the graceful-shutdown timeout, workers still get this long for lifespan shutdown and
 # process exit before they are killed.
 EXIT_GRACE_SECONDS = 5.0
+# Restart throttling: a worker that dies sooner than this after it was spawned counts as a
+# crash loop; the next spawn waits INITIAL, then twice as long each time, at most MAX
+# (gunicorn and systemd throttle the same way, with a fixed delay).
+STABLE_AFTER_SECONDS = 10.0
+RESTART_DELAY_INITIAL_SECONDS = 0.5
+RESTART_DELAY_MAX_SECONDS = 30.0
 
 
 class WorkerStartupError(NeaError):
@@ -55,6 +70,8 @@ class _Worker:
     lifeline: Connection  # write end, never written: the worker sees EOF if the parent dies
     started: bool = False
     failure: BaseException | None = None
+    spawned_at: float = field(default_factory=time.monotonic)
+    replacing: bool = False  # stopped on purpose (--reload): start a new one at once
 
 
 class Supervisor:
@@ -72,6 +89,10 @@ class Supervisor:
         self._deadline: float | None = None  # when still-running workers get SIGKILL
         self._signals_received = 0
         self._failure: BaseException | None = None
+        self._quick_deaths = 0  # workers in a row that died right after starting
+        self._spawns_due: list[float] = []  # monotonic times of throttled restarts
+        self._reload = config.reload
+        self._reload_requested = threading.Event()
         self._wake_reader, self._wake_writer = socket.socketpair()
         # Never block in the signal handler: a full buffer already means "wake up".
         self._wake_writer.setblocking(False)
@@ -81,11 +102,24 @@ class Supervisor:
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGINT, signal.SIGTERM)
         }
+        watcher = None
         try:
             sock = bind_socket(self._config)
             try:
-                self._supervise(sock)
+                if self._reload:
+                    from nea._reload import Watcher
+
+                    watcher = Watcher(self._config, self._on_change)
+                    watcher.start()
+                    logger.info(
+                        "Will watch for changes in these directories: %s",
+                        [str(d) for d in watcher.dirs],
+                    )
+                with metrics_listener(self._config):
+                    self._supervise(sock)
             finally:
+                if watcher is not None:
+                    watcher.stop()
                 sock.close()
                 remove_unix_socket(self._config)
         finally:
@@ -99,10 +133,25 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Runs between bytecodes in the main thread; the byte wakes wait() up.
         self._signals_received += 1
+        self._wake()
+
+    def _on_change(self, paths: list[str]) -> None:
+        # Called from the watcher's thread.
+        logger.warning(
+            "WatchFiles detected changes in %s. Reloading...", ", ".join(map(repr, paths))
+        )
+        self._reload_requested.set()
+        self._wake()
+
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_writer.send(b"\0")
 
     def _supervise(self, sock: socket.socket) -> None:
+        if self._reload:
+            logger.info("Started reloader process [%d] using WatchFiles", os.getpid())
+        else:
+            logger.info("Started parent process [%d]", os.getpid())
         logger.info(
             "nea supervisor (pid %d) starting %d workers on %s",
             os.getpid(),
@@ -112,23 +161,55 @@ class Supervisor:
         for _ in range(self._config.workers):
             self._spawn(sock)
         handled_signals = 0
-        while self._workers:
-            timeout = None
-            if self._deadline is not None:
-                timeout = max(0.0, self._deadline - time.monotonic())
-            ready = wait([self._wake_reader, *self._waitables()], timeout)
-            if not ready:  # only a deadline makes wait() return empty-handed
+        while self._workers or self._spawns_due or (self._reload and not self._stopping):
+            ready = wait([self._wake_reader, *self._waitables()], self._timeout())
+            now = time.monotonic()
+            if self._deadline is not None and now >= self._deadline:
                 self._kill_all()
-                continue
             if self._wake_reader in ready:
                 self._wake_reader.recv(64)
             while handled_signals < self._signals_received:
                 handled_signals += 1
                 self._request_stop()
+            if self._reload_requested.is_set() and not self._stopping:
+                self._reload_requested.clear()
+                self._restart_all(sock)
             self._read_statuses(ready)
             for sentinel in [s for s in self._workers if s in ready]:
                 self._reap(sentinel, sock)
+            self._spawn_due(sock, time.monotonic())
+        if self._reload:
+            logger.info("Stopping reloader process [%d]", os.getpid())
+        else:
+            logger.info("Stopping parent process [%d]", os.getpid())
         logger.info("nea supervisor (pid %d) stopped", os.getpid())
+
+    def _timeout(self) -> float | None:
+        """Seconds until the next kill deadline or throttled restart (None: none pending)."""
+        times = [*self._spawns_due]
+        if self._deadline is not None:
+            times.append(self._deadline)
+        return max(0.0, min(times) - time.monotonic()) if times else None
+
+    def _spawn_due(self, sock: socket.socket, now: float) -> None:
+        if self._stopping:
+            self._spawns_due.clear()
+            return
+        due = [t for t in self._spawns_due if t <= now]
+        self._spawns_due = [t for t in self._spawns_due if t > now]
+        for _ in due:
+            self._spawn(sock)
+
+    def _restart_all(self, sock: socket.socket) -> None:
+        """--reload: stop every worker gracefully; ``_reap`` starts the new one."""
+        if not self._workers:
+            self._spawn(sock)  # the last one failed to start: try the changed code
+            return
+        for worker in self._workers.values():
+            worker.replacing = True
+            if worker.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.terminate()
 
     def _waitables(self) -> list[Any]:
         items: list[Any] = list(self._workers)
@@ -175,10 +256,21 @@ class Supervisor:
         worker.process.join()
         code = worker.process.exitcode
         pid = worker.process.pid
+        if self._config.metrics is not None and pid is not None:
+            from nea.metrics import mark_process_dead
+
+            mark_process_dead(pid)
         if self._stopping:
             logger.info("worker pid %d stopped (exit code %s)", pid, code)
             return
+        if worker.replacing:
+            self._spawn(sock)
+            return
         if not worker.started:
+            if self._reload:
+                reason = worker.failure or f"exit code {code}"
+                logger.error("the server did not start (%s); waiting for a file change", reason)
+                return
             # Restarting would fail the same way (bad app, lifespan error): give up cleanly.
             self._failure = worker.failure or WorkerStartupError(
                 f"worker pid {pid} exited with code {code} before it started serving"
@@ -189,7 +281,25 @@ class Supervisor:
             logger.info("worker pid %d exited (exit code 0); starting a new one", pid)
         else:
             logger.error("worker pid %d died unexpectedly (exit code %s); restarting it", pid, code)
-        self._spawn(sock)
+        self._schedule_restart(sock, time.monotonic() - worker.spawned_at)
+
+    def _schedule_restart(self, sock: socket.socket, lived: float) -> None:
+        """Spawn a replacement now, or later when workers keep dying right after starting."""
+        if lived >= STABLE_AFTER_SECONDS:
+            self._quick_deaths = 0
+            self._spawn(sock)
+            return
+        delay = min(
+            RESTART_DELAY_INITIAL_SECONDS * 2**self._quick_deaths, RESTART_DELAY_MAX_SECONDS
+        )
+        self._quick_deaths += 1
+        logger.warning(
+            "worker died %.1fs after it was started (%d in a row); next start in %.1fs",
+            lived,
+            self._quick_deaths,
+            delay,
+        )
+        self._spawns_due.append(time.monotonic() + delay)
 
     def _request_stop(self) -> None:
         """First call: SIGTERM every worker (graceful). Later calls: SIGTERM again (force)."""
@@ -231,7 +341,7 @@ def _worker_main(
     drains and exits instead of serving on as an orphan.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_logging(config.log_level, access_log=config.access_log)
+    configure_logging_from(config)
     from nea._loops import run_on_loop
     from nea._run import serve_until_signalled
 

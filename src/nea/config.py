@@ -1,6 +1,9 @@
 """``nea.Config``: every server option, validated once, frozen.
 
-Owns: option names, defaults and validation. It has no side effects: building a
+Owns: option names, defaults and validation. It is the one source of every default: the CLI,
+``nea.run``, the middleware, the pytest plugin and the gunicorn worker read the constants
+below or the field defaults of ``Config``. Sizes are parsed here once (``budget`` and
+``memory_limit`` are bytes after ``__post_init__``). It has no side effects: building a
 Config never imports the app, binds a socket or configures logging (the CLI and
 ``nea.run`` do those). Must not import the server or the HTTP layers.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +28,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 MeterMode = Literal["native", "tracemalloc", "off"]
 RegionMode = Literal["on", "off"]
 ReleaseMode = Literal["never", "idle"]
+InterfaceMode = Literal["auto", "asgi3"]
 
 # 64 KiB of request line + headers: the same order as uvicorn/h11's 16 KiB default
 # incremental limit but with room for large cookies; nginx's default is 4 × 8 KiB.
@@ -32,8 +37,22 @@ DEFAULT_LIMIT_REQUEST_HEADERS_BYTES = 64 * 1024
 DEFAULT_BACKLOG = 2048
 # Per-request memory budget and concurrent budgets: 64 × 32 MiB = a 2 GiB plan, which fits
 # a common 2-4 GiB container with room for the baseline.
-DEFAULT_BUDGET = "32MiB"
+DEFAULT_BUDGET_BYTES = 32 * 1024 * 1024
 DEFAULT_SLOTS = 64
+# The wait queue holds this many requests per slot unless ``queue`` says otherwise.
+DEFAULT_QUEUE_PER_SLOT = 2
+# A request waits at most this long for a slot, then gets 503 with Retry-After.
+DEFAULT_QUEUE_TIMEOUT_SECONDS = 10.0
+# uvicorn's --reload defaults (watchfiles filter patterns and the restart delay).
+DEFAULT_RELOAD_INCLUDES = ("*.py",)
+DEFAULT_RELOAD_EXCLUDES = (".*", ".py[cod]", ".sw.*", "~*")
+DEFAULT_RELOAD_DELAY_SECONDS = 0.25
+
+
+def default_queue(slots: int) -> int:
+    """The wait queue's length when ``queue`` is not given: ``2 × slots``."""
+    return DEFAULT_QUEUE_PER_SLOT * slots
+
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "loop": ("auto", "asyncio", "uvloop"),
@@ -43,12 +62,17 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "meter": ("native", "tracemalloc", "off"),
     "region": ("on", "off"),
     "release_memory": ("never", "idle"),
+    "interface": ("auto", "asgi3"),
 }
 
 
 @dataclass(frozen=True)
 class Config:
-    """Validated server options. Invalid values raise ``ConfigError`` naming the option."""
+    """Validated server options. Invalid values raise ``ConfigError`` naming the option.
+
+    ``budget`` and ``memory_limit`` also accept size strings (``"16MiB"``): they are parsed
+    here, once, and are bytes on the frozen object.
+    """
 
     app: str | ASGIApp
     host: str = "127.0.0.1"
@@ -59,16 +83,22 @@ class Config:
     workers: int = 1
     loop: LoopSetup = "auto"
     http: HTTPBackend = "auto"
+    interface: InterfaceMode = "auto"
     lifespan: LifespanMode = "auto"
     factory: bool = False
     app_dir: str | None = "."
     root_path: str = ""
+    env_file: str | None = None
     timeout_keep_alive: float = 5.0
     timeout_request_headers: float = 10.0
     timeout_graceful_shutdown: float | None = None
     limit_max_requests: int | None = None
+    # Each process adds a random 0..jitter to limit_max_requests, so workers restart apart.
+    limit_max_requests_jitter: int = 0
     limit_request_headers: int = DEFAULT_LIMIT_REQUEST_HEADERS_BYTES
     limit_request_body: int | None = None
+    # uvicorn's concurrency cap, as nea has it: N slots and no queue (503 beyond N requests).
+    limit_concurrency: int | None = None
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     headers: tuple[tuple[str, str], ...] = ()
@@ -76,16 +106,32 @@ class Config:
     date_header: bool = True
     log_level: LogLevel = "info"
     access_log: bool = True
+    # None: colour when the stream is a terminal (uvicorn's default).
+    use_colors: bool | None = None
+    log_config: str | None = None
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
-    # Memory (see docs/serving.md). ``budget`` and a size ``memory_limit`` are normalised to
-    # bytes; ``memory_limit`` is None (off), "auto" or bytes.
-    budget: int | str = DEFAULT_BUDGET
+    ssl_keyfile_password: str | None = None
+    ssl_version: int = int(ssl.PROTOCOL_TLS_SERVER)
+    ssl_cert_reqs: int = int(ssl.CERT_NONE)
+    ssl_ca_certs: str | None = None
+    ssl_ciphers: str | None = None
+    # --reload: a supervisor restarts the server when watched files change (watchfiles).
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = DEFAULT_RELOAD_INCLUDES
+    reload_excludes: tuple[str, ...] = DEFAULT_RELOAD_EXCLUDES
+    reload_delay: float = DEFAULT_RELOAD_DELAY_SECONDS
+    # "HOST:PORT" of the Prometheus /metrics listener, or None.
+    metrics: str | None = None
+    # Memory (see docs/serving.md): ``budget`` in bytes, ``memory_limit`` None (off),
+    # "auto" or bytes.
+    budget: int = DEFAULT_BUDGET_BYTES
     slots: int = DEFAULT_SLOTS
     queue: int | None = None
-    queue_timeout: float = 10.0
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_SECONDS
     meter: MeterMode = "native"
-    memory_limit: int | str | None = None
+    memory_limit: int | Literal["auto"] | None = None
     # The preallocated region (docs/internals/region.md): native meter only.
     region: RegionMode = "on"
     prefault: bool = False
@@ -107,15 +153,18 @@ class Config:
         _check_int("backlog", self.backlog, low=1)
         _check_int("workers", self.workers, low=1)
         _check_int("limit_request_headers", self.limit_request_headers, low=1)
-        for name in ("limit_max_requests", "limit_request_body", "fd"):
+        _check_int("limit_max_requests_jitter", self.limit_max_requests_jitter, low=0)
+        for name in ("limit_max_requests", "limit_request_body", "fd", "limit_concurrency"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value, low=0)
+                _check_int(name, value, low=1 if name == "limit_concurrency" else 0)
         _check_seconds("timeout_keep_alive", self.timeout_keep_alive)
         _check_seconds("timeout_request_headers", self.timeout_request_headers)
+        _check_seconds("reload_delay", self.reload_delay)
         if self.timeout_graceful_shutdown is not None:
             _check_seconds("timeout_graceful_shutdown", self.timeout_graceful_shutdown)
         self._check_memory_options()
+        self._check_process_options()
         if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
             raise ConfigError("--ssl-keyfile and --ssl-certfile must be given together")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
@@ -127,15 +176,40 @@ class Config:
             if len(header) != 2 or not header[0] or any(c in header[0] for c in ": \r\n"):
                 raise ConfigError(f"--header: expected 'name:value', got {header!r}")
 
+    def _check_process_options(self) -> None:
+        if self.reload and self.workers > 1:
+            raise ConfigError(
+                "--reload and --workers: give one; --reload runs a single server process "
+                "that is restarted when files change"
+            )
+        if self.reload and not isinstance(self.app, str):
+            raise ConfigError(
+                "--reload: needs the app as an import string ('module:attribute') so the "
+                "restarted process can import it again"
+            )
+        if self.metrics is not None:
+            parse_host_port("metrics", self.metrics)
+
     def _check_memory_options(self) -> None:
         object.__setattr__(self, "budget", _size("budget", self.budget, low=1))
         _check_int("slots", self.slots, low=1)
         if self.queue is not None:
             _check_int("queue", self.queue, low=0)
+        if self.limit_concurrency is not None:
+            if self.slots not in (DEFAULT_SLOTS, self.limit_concurrency) or self.queue not in (
+                None,
+                0,
+            ):
+                raise ConfigError(
+                    "--limit-concurrency: give it or --slots/--queue, not both; "
+                    "--limit-concurrency N means --slots N --queue 0"
+                )
+            object.__setattr__(self, "slots", self.limit_concurrency)
+            object.__setattr__(self, "queue", 0)
         _check_seconds("queue_timeout", self.queue_timeout)
         if not isinstance(self.prefault, bool):
             raise ConfigError(f"--prefault: expected True or False, got {self.prefault!r}")
-        limit = self.memory_limit
+        limit: object = self.memory_limit
         if isinstance(limit, str) and limit.strip().lower() in ("off", "auto"):
             limit = limit.strip().lower()
         if limit == "off":
@@ -152,7 +226,7 @@ class Config:
     @property
     def queue_size(self) -> int:
         """How many requests may wait for a slot (``queue``, default ``2 × slots``)."""
-        return 2 * self.slots if self.queue is None else self.queue
+        return default_queue(self.slots) if self.queue is None else self.queue
 
     @property
     def is_ssl(self) -> bool:
@@ -207,3 +281,14 @@ def parse_header_option(values: Sequence[str]) -> tuple[tuple[str, str], ...]:
             raise ConfigError(f"--header: expected 'name:value', got {raw!r}")
         pairs.append((name.strip(), value.strip()))
     return tuple(pairs)
+
+
+def parse_host_port(name: str, text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``[::1]:9000`` for IPv6) as a pair; ``ConfigError`` naming ``name``."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"{_option(name)}: expected HOST:PORT (e.g. 127.0.0.1:9100), got {text!r}"
+        )
+    return host, int(port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from nea._admission import Admission, AdmissionStatistics
 from nea._types import ASGIApp, Receive, Scope, Send
+from nea.config import DEFAULT_BUDGET_BYTES, DEFAULT_QUEUE_TIMEOUT_SECONDS, default_queue
 
 __all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
 
@@ -18,7 +19,7 @@ __all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
 class MemoryBudgetMiddleware:
     """Run every ``http`` request of ``app`` inside its own memory budget.
 
-    ``budget``: per-request limit, bytes or a size string (``"32MiB"``). ``slots``: how
+    ``budget``: per-request limit, bytes or a size string (default: nea's, 32 MiB). ``slots``: how
     many requests may run at once (``None``: no limit, budgets only); further requests
     wait up to ``queue_timeout`` seconds in a FIFO queue of ``queue`` places (default
     ``2 × slots``) and get ``503`` with ``retry-after: 1`` when they cannot get a slot.
@@ -32,12 +33,14 @@ class MemoryBudgetMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        budget: int | str = "32MiB",
+        budget: int | str = DEFAULT_BUDGET_BYTES,
         slots: int | None = None,
-        queue_timeout: float = 10.0,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_SECONDS,
         queue: int | None = None,
     ) -> None:
         self.app = app
+        if queue is None and slots is not None:
+            queue = default_queue(slots)
         self.admission = Admission(
             budget=budget, slots=slots, queue=queue, queue_timeout=queue_timeout
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +122,7 @@ class Server:
             previous_meter = select_meter(config)
             previous_region = start_region(config)
             app = import_app(config)
+            logger.info("Started server process [%d]", os.getpid())
             lifespan = Lifespan(app, config.lifespan)
             await lifespan.startup()
             lifespan_started = True

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,15 +27,23 @@ RUNNING = re.compile(r"nea running on (?:https?://(?P<host>[^\s:]+|\[[^\]]+\]):(
 class NeaProcess:
     """A ``python -m nea ...`` child process with its output lines in a queue."""
 
-    def __init__(self, args: Sequence[str], *, pass_fds: Sequence[int] = ()) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nea", *args],
+            self._command(args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             pass_fds=tuple(pass_fds),
             env=env,
+            cwd=cwd,
         )
         self.lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
         self.seen: list[tuple[str, str]] = []
@@ -47,6 +55,9 @@ class NeaProcess:
         ]
         for reader in self._readers:
             reader.start()
+
+    def _command(self, args: Sequence[str]) -> list[str]:
+        return [sys.executable, "-m", "nea", *args]
 
     def _read(self, name: str, stream: object) -> None:
         assert stream is not None

@@ -55,3 +55,14 @@ async def failing_startup_app(scope: dict[str, Any], receive: Any, send: Any) ->
         await send({"type": "lifespan.startup.failed", "message": "database unreachable"})
         return
     raise RuntimeError("never served")
+
+
+async def env_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers ``GET /NAME`` with the value of the environment variable NAME (or -)."""
+    if scope["type"] == "lifespan":
+        await _lifespan_ok(receive, send)
+        return
+    body = os.environ.get(scope["path"].lstrip("/"), "-").encode()
+    headers = [*TEXT, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -276,7 +276,7 @@ async def test_access_log_line(backend: str, caplog: pytest.LogCaptureFixture) -
             await client.get("/x?y=1")
     records = [r for r in caplog.records if r.name == "nea.access"]
     assert len(records) == 1
-    assert re.search(r' - "GET /x\?y=1 HTTP/1.1" 200 \d+\.\dms peak \d', records[0].getMessage())
+    assert re.search(r' - "GET /x\?y=1 HTTP/1.1" 200 OK \d+\.\dms peak \d', records[0].getMessage())
     assert records[0].duration >= 0  # type: ignore[attr-defined]
     assert records[0].peak > 0  # type: ignore[attr-defined]
 

@@ -63,8 +63,11 @@ async def test_trip_before_start_answers_500_and_logs_one_line(
     ), warnings[0]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     access = [r.getMessage() for r in caplog.records if r.name == "nea.access"]
-    assert re.search(r'"GET /alloc/64 HTTP/1.1" 500 \d+\.\dms peak [78]\.\d MiB$', access[0])
-    assert re.search(r'"GET /alloc/2 HTTP/1.1" 200 \d+\.\dms peak 2\.\d MiB$', access[1])
+    assert re.search(
+        r'"GET /alloc/64 HTTP/1.1" 500 Internal Server Error \d+\.\dms peak [78]\.\d MiB$',
+        access[0],
+    )
+    assert re.search(r'"GET /alloc/2 HTTP/1.1" 200 OK \d+\.\dms peak 2\.\d MiB$', access[1])
     assert (stats.served, stats.tripped, stats.busy, stats.rejected) == (2, 1, 0, 0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import http
 import logging
 import time
 from collections.abc import Callable
@@ -127,6 +128,14 @@ class ServerState:
             self.idle.set()
 
 
+def _status_text(status: int) -> str:
+    """``200 OK``, as uvicorn's access lines say it (just the number when it has no name)."""
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
 def log_access(
     client: tuple[str, int] | None,
     method: str,
@@ -137,18 +146,19 @@ def log_access(
     peak: int | None = None,
     aborted: bool = False,
 ) -> None:
-    """One ``nea.access`` line ending in the duration and, for a budgeted request, the
-    peak memory of its budget so far: ``... 200 3.1ms peak 1.2 MiB``, then ``aborted``
-    for a response cut off after it started (a trip). Both numbers also ride on the
-    record (``duration`` in seconds, ``peak`` in bytes or None)."""
+    """One ``nea.access`` line shaped like uvicorn's (status and reason phrase), then the
+    duration and, for a budgeted request, the peak memory of its budget so far:
+    ``... 200 OK 3.1ms peak 1.2 MiB``, then ``aborted`` for a response cut off after it
+    started (a trip). Both numbers also ride on the record (``duration`` in seconds,
+    ``peak`` in bytes or None)."""
     client_addr = f"{client[0]}:{client[1]}" if client else "-"
     access_logger.info(
-        '%s - "%s %s HTTP/%s" %d %.1fms%s%s',
+        '%s - "%s %s HTTP/%s" %s %.1fms%s%s',
         client_addr,
         method,
         target.decode("latin-1"),
         http_version,
-        status,
+        _status_text(status),
         duration * 1000,
         "" if peak is None else f" peak {format_size(peak)}",
         " aborted" if aborted else "",
