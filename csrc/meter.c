@@ -179,18 +179,19 @@ static size_t shared_ceiling;  /* GIL: the memory plan all outermost budgets sha
 
 void nea_meter_set_shared_ceiling(size_t bytes) { shared_ceiling = bytes; }
 
-/* May a budget past its own ceiling still take `size` more? Yes while everything charged
- * to outermost budgets stays within the shared ceiling (the server's memory plan): a
- * tripped request borrows what idle slots do not use while it unwinds. Only budgets past
- * their ceiling ask, so the walk over the slots costs nothing on the common paths. */
-static int within_shared_ceiling(size_t size)
+/* May budget `s`, past its own ceiling, still take `size` more? Yes if it is a request's
+ * budget (admission opens those as sharing) and everything charged to sharing budgets
+ * stays within the shared ceiling (the memory plan): a tripped request borrows what idle
+ * slots do not use while it unwinds. Only budgets past their ceiling ask, so the walk
+ * over the slots costs nothing on the common paths. */
+static int within_shared_ceiling(const nea_slot *s, size_t size)
 {
-    if (shared_ceiling == 0 || size > shared_ceiling)
+    if (!s->shares || shared_ceiling == 0 || size > shared_ceiling)
         return 0;
     size_t total = 0;
     for (uint32_t i = 0; i < M.slot_used; i++) {
         const nea_slot *t = &M.slots[i];
-        if (t->state == NEA_SLOT_OPEN && t->parent == NEA_NO_SLOT) {
+        if (t->state == NEA_SLOT_OPEN && t->shares) {
             total += t->live;
             if (total > shared_ceiling - size)
                 return 0;
@@ -325,7 +326,7 @@ static NEA_INLINE int over_limit(nea_slot *s, size_t size)
             continue;
         if (size > NEA_ALWAYS_GRANTED_BYTES &&
             !(t->live <= t->ceiling && size <= t->ceiling - t->live) &&
-            !within_shared_ceiling(size))
+            !within_shared_ceiling(t, size))
             return refuse(t, size);
         t = trip(t, size, 1);
         if (t == NULL)

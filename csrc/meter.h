@@ -69,6 +69,7 @@ typedef struct {
     uint8_t state;
     uint8_t tripped;
     uint8_t owed;             /* a BudgetExceeded is owed to this budget's code */
+    uint8_t shares;           /* may borrow from the shared ceiling (request budgets) */
 } nea_slot;
 
 /* A copy of a slot's numbers, taken before the slot may be released. */
@@ -108,8 +109,8 @@ size_t nea_default_ceiling(size_t limit);
 /* Code objects of nea's budget exits, where deliveries wait (tuple); see meter.c. */
 int nea_meter_set_exit_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
-int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32_t *idx,
-                  uint64_t *gen);
+int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
+                  uint32_t *idx, uint64_t *gen);
 /* A pipe's write end the hooks write a byte to, to wake the calling thread's event loop
  * when a worker thread owes a delivery (-1: none); see meter.c. */
 void nea_meter_set_wake_fd(int fd);

@@ -200,8 +200,11 @@ static PyObject *meter_disable(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args)
  * the default for NULL/None) nested in `parent_obj` (the value of `current`, may be NULL
  * or None). */
 static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *parent_obj,
-                              PyObject *ceiling_obj)
+                              PyObject *ceiling_obj, PyObject *shares_obj)
 {
+    int shares = shares_obj != NULL ? PyObject_IsTrue(shares_obj) : 0;
+    if (shares < 0)
+        return NULL;
     size_t limit = PyLong_AsSize_t(limit_obj);
     if (limit == (size_t)-1 && PyErr_Occurred())
         return NULL;
@@ -228,7 +231,7 @@ static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *pa
     memset(&h->final, 0, sizeof(h->final));
     h->idx = 0;
     h->gen = 0;
-    if (nea_slot_open(limit, ceiling, parent, &h->idx, &h->gen) < 0) {
+    if (nea_slot_open(limit, ceiling, shares, parent, &h->idx, &h->gen) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -249,7 +252,7 @@ static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
     PyObject *parent_obj = NULL;
     if (PyContextVar_Get(current_var, NULL, &parent_obj) < 0)
         return NULL;
-    nea_handle *h = new_handle(args[0], args[1], parent_obj, nargs == 3 ? args[2] : NULL);
+    nea_handle *h = new_handle(args[0], args[1], parent_obj, nargs == 3 ? args[2] : NULL, NULL);
     Py_XDECREF(parent_obj);
     return (PyObject *)h;
 }
@@ -258,9 +261,9 @@ static PyObject *meter_open(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ss
  * one call (the per-request path). The previous value is kept on the handle for exit(). */
 static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 && nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "enter() takes (limit, owner[, ceiling]), got %zd "
-                     "arguments", nargs);
+    if (nargs < 2 || nargs > 4) {
+        PyErr_Format(PyExc_TypeError, "enter() takes (limit, owner[, ceiling[, shares]]), "
+                     "got %zd arguments", nargs);
         return NULL;
     }
     /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
@@ -269,7 +272,8 @@ static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
     PyObject *previous = NULL;
     if (PyContextVar_Get(current_var, NULL, &previous) < 0)
         return NULL;
-    nea_handle *h = new_handle(args[0], args[1], previous, nargs == 3 ? args[2] : NULL);
+    nea_handle *h = new_handle(args[0], args[1], previous, nargs >= 3 ? args[2] : NULL,
+                               nargs == 4 ? args[3] : NULL);
     if (h == NULL) {
         Py_XDECREF(previous);
         return NULL;
@@ -526,7 +530,8 @@ static PyMethodDef meter_methods[] = {
      "open(limit, owner): open a budget nested in the current one; returns a Handle."},
     {"close", meter_close, METH_O, "close(handle): close a budget; returns its numbers."},
     {"enter", (PyCFunction)(void (*)(void))meter_enter, METH_FASTCALL,
-     "enter(limit, owner): open a budget nested in the current one and make it current."},
+     "enter(limit, owner[, ceiling[, shares]]): open a budget nested in the current one and "
+     "make it current; `shares`: it may borrow from the shared ceiling (request budgets)."},
     {"exit", meter_exit, METH_O,
      "exit(handle): close a budget made by enter(), restore the previous one; -> tripped."},
     {"snapshot", meter_snapshot, METH_O,

@@ -27,8 +27,8 @@ size_t nea_default_ceiling(size_t limit)
     return limit + headroom >= limit ? limit + headroom : SIZE_MAX;
 }
 
-int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32_t *idx,
-                  uint64_t *gen)
+int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
+                  uint32_t *idx, uint64_t *gen)
 {
     uint32_t i = M.free_head;
     if (i != NEA_NO_SLOT) {
@@ -69,6 +69,7 @@ int nea_slot_open(size_t limit, size_t ceiling, const nea_handle *parent, uint32
     s->limit = limit;
     s->ceiling = ceiling < limit ? limit : ceiling;
     s->owe_above = limit;
+    s->shares = shares != 0;
     s->state = NEA_SLOT_OPEN;
     s->parent = NEA_NO_SLOT;
     nea_slot *p = parent != NULL ? slot_at(parent->idx, parent->gen) : NULL;

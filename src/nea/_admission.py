@@ -52,6 +52,7 @@ import anyio
 from nea._errors import ConfigError
 from nea._sizes import format_size, parse_size
 from nea._types import ASGIApp, Message, Receive, Scope, Send
+from nea.config import DEFAULT_QUEUE_TIMEOUT_SECONDS, default_queue
 from nea.meter import Budget, BudgetExceeded, _door
 
 logger = logging.getLogger("nea.error")
@@ -60,10 +61,6 @@ _bind = _door.bind
 
 OUT_OF_MEMORY_BODY = b"Internal Server Error: Out of Memory"
 NO_SLOT_BODY = b"Service Unavailable: every request slot is busy, retry later"
-# The queue holds twice as many requests as there are slots unless told otherwise: enough
-# to absorb a burst as large as the server's concurrency without letting the queue
-# (and its waiting time) grow without bound.
-DEFAULT_QUEUE_PER_SLOT = 2
 
 _TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 
@@ -249,7 +246,7 @@ class Admission:
         budget: int | str | None,
         slots: int | None,
         queue: int | None = None,
-        queue_timeout: float = 10.0,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_SECONDS,
     ) -> None:
         self.limit = _check_budget(budget)
         _check_count("slots", slots, low=1)
@@ -264,7 +261,7 @@ class Admission:
                 f"queue_timeout: expected a non-negative number of seconds, got {queue_timeout!r}"
             )
         if queue is None:
-            queue = 0 if slots is None else DEFAULT_QUEUE_PER_SLOT * slots
+            queue = 0 if slots is None else default_queue(slots)
         self.queue_timeout = float(queue_timeout)
         self._pool = SlotPool(slots, queue)
         if slots is not None and self.limit is not None:
@@ -359,7 +356,7 @@ class Admission:
                 scope["extensions"]["nea.budget"] = request_budget
                 exchange.budget = request_budget
                 guarded = exchange
-            handle = guarded.app_handle = enter(limit, request_budget)
+            handle = guarded.app_handle = enter(limit, request_budget, None, True)
             _bind(request_budget, handle)
             error: BaseException | None = None
             try:

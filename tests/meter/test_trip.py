@@ -187,3 +187,26 @@ def test_a_handler_that_swallows_and_keeps_allocating_never_livelocks(native: st
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "alive True"
+
+
+def test_request_budgets_borrow_from_the_shared_ceiling_plain_ones_do_not(native: str) -> None:
+    from nea.meter import _door
+
+    _door.share_ceiling(256 * MiB)  # a plan such as 64 slots × 4 MiB (only ever raised)
+    request, enter, leave = _door.request_budget(MiB)
+    handle = enter(MiB, request, None, True)
+    _door.bind(request, handle)
+    delivered = False
+    try:
+        try:
+            block = bytearray(3 * MiB)  # past its own ceiling (2 MiB), within the plan
+            del block
+        finally:
+            tripped = leave(handle)
+    except BudgetExceeded:
+        delivered = True
+    assert tripped and delivered
+    assert request.statistics().refused == 0 and request.peak >= 3 * MiB
+    with pytest.raises(BudgetExceeded), budget("1MiB") as plain:
+        bytearray(3 * MiB)
+    assert plain.statistics().refused == 1

@@ -39,9 +39,10 @@ Exit = Callable[[Any], bool]
 
 def request_budget(limit: int) -> tuple[Budget, Enter, Exit]:
     """A new, not yet entered budget of ``limit`` bytes (already validated) for one
-    request, with the meter's ``enter`` and ``exit``: ``enter(limit, budget)`` opens it
-    and makes it current (returning its handle), ``exit(handle)`` closes it and returns
-    whether it tripped. Call ``bind(budget, handle)`` between the two.
+    request, with the meter's ``enter`` and ``exit``: ``enter(limit, budget, None, True)``
+    opens it as a request budget (it may borrow from the shared ceiling, see
+    ``share_ceiling``) and makes it current, returning its handle; ``exit(handle)``
+    closes it and returns whether it tripped. Call ``bind(budget, handle)`` between.
 
     Built without ``Budget.__init__``'s frame (the same fields), and the meter's own
     functions are handed out, so a request costs two C calls and no Python frames."""
@@ -89,9 +90,9 @@ _shared_ceiling = [0]
 
 
 def share_ceiling(nbytes: int) -> None:
-    """Let budgets past their own ceiling go on while everything charged to outermost
-    budgets stays within ``nbytes`` (a memory plan: slots × budget), or within a larger
-    plan declared earlier in the process. Native meter only (the tracemalloc meter
+    """Let request budgets past their own ceiling go on while everything charged to
+    request budgets stays within ``nbytes`` (a memory plan: slots × budget), or within a
+    larger plan declared earlier in the process. Native meter only (the tracemalloc meter
     refuses nothing)."""
     if nbytes > _shared_ceiling[0] and _select.native_available():
         from nea import _meter

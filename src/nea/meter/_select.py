@@ -39,10 +39,14 @@ class Meter(Protocol):
     def set_current(self, handle: Any) -> None:
         """Make ``handle`` (or ``None``) current in this context."""
 
-    def enter(self, limit: int, owner: Budget, ceiling: int | None = None) -> Any:
+    def enter(
+        self, limit: int, owner: Budget, ceiling: int | None = None, shares: bool = False
+    ) -> Any:
         """Open a budget nested in the current one and make it current; return its handle.
         ``ceiling`` (bytes, at least ``limit``; ``None``: the meter's default) is where
-        refusal starts; meters that refuse nothing ignore it."""
+        refusal starts; ``shares``: past it, the budget may borrow from the shared ceiling
+        (request budgets of a server or middleware). Meters that refuse nothing ignore
+        both."""
 
     def exit(self, handle: Any) -> bool:
         """Close ``handle``'s budget, make the previous one current; return ``tripped``."""
@@ -74,10 +78,12 @@ class NativeMeter:
         self.exit: Callable[[Any], bool] = _meter.exit
         self.enter: Callable[..., Any] = self._first_enter
 
-    def _first_enter(self, limit: int, owner: Budget, ceiling: int | None = None) -> Any:
+    def _first_enter(
+        self, limit: int, owner: Budget, ceiling: int | None = None, shares: bool = False
+    ) -> Any:
         self._install()
         self.enter = self._ext.enter
-        return self._ext.enter(limit, owner, ceiling)
+        return self._ext.enter(limit, owner, ceiling, shares)
 
     def _install(self) -> None:
         from nea.meter import _exits, _loop

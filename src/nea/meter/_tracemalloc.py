@@ -88,7 +88,9 @@ class TracemallocMeter:
     def set_current(self, handle: TracemallocHandle | None) -> None:
         self.var.set(handle)
 
-    def enter(self, limit: int, owner: Budget, ceiling: int | None = None) -> TracemallocHandle:
+    def enter(
+        self, limit: int, owner: Budget, ceiling: int | None = None, shares: bool = False
+    ) -> TracemallocHandle:
         previous = self.var.get()
         if not tracemalloc.is_tracing():
             tracemalloc.start(1)
