@@ -78,6 +78,11 @@ uint64_t nea_set_epoch = 1;
  * checks the guard. */
 static NEA_TLS int in_hook;
 
+/* Set while nea_meter_in_chain probes: the probe's allocations reach malloc_slow (the
+ * probe clears the cache epoch, so the hot path misses) and are seen there. */
+static NEA_TLS int probing;
+static NEA_TLS int probe_seen;
+
 /* ---- charging ---------------------------------------------------------------------- */
 
 /* Code objects of the event loop's dispatch frames (asyncio's Handle._run, run_forever,
@@ -760,6 +765,8 @@ static NEA_INLINE void *holder_alloc(nea_slot *s, size_t size)
  * limit. */
 static NEA_COLD void *malloc_slow(domain_hook *d, PyThreadState *ts, size_t size)
 {
+    if (NEA_UNLIKELY(probing))
+        probe_seen = 1;
     uint32_t idx;
     uint64_t gen;
     nea_slot *s = current_slot_of(ts, &idx, &gen);
@@ -1125,29 +1132,52 @@ static int tracemalloc_tracing(void)
     return tracing;
 }
 
+int nea_meter_in_chain(void)
+{
+    if (nea_meter_installed())
+        return 1; /* ours are the hooks the domains call first */
+    if (!M.installed)
+        return 0;
+    /* Someone else's hooks are first (tracemalloc, memray, a profiler). Do they call ours?
+     * One allocation per domain answers it, whatever the order in which hooks were
+     * installed and removed. */
+    int saved = in_hook;
+    in_hook = 0;
+    probing = 1;
+    int seen = 1;
+    probe_seen = 0;
+    cache.epoch = 0;
+    PyMem_Free(PyMem_Malloc(16));
+    seen &= probe_seen;
+    probe_seen = 0;
+    cache.epoch = 0;
+    PyObject_Free(PyObject_Malloc(16));
+    seen &= probe_seen;
+    probing = 0;
+    in_hook = saved;
+    return seen;
+}
+
 int nea_meter_install(void)
 {
     if (M.var == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "nea._meter is not initialised");
         return -1;
     }
-    if (nea_meter_installed())
+    /* Already in the chain (first, or below hooks installed after ours, which call ours):
+     * installing again on top would make ours call theirs call ours (a loop). */
+    if (nea_meter_in_chain())
         return 0;
     if (nea_block_reserve() < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    int tracing = tracemalloc_tracing();
-    /* Installed before and tracemalloc tracing now: it started after us and calls our
-     * hooks; installing again on top would make ours call tracemalloc call ours (a
-     * loop). Its stop() gives the domains back to us. */
-    if (tracing && M.installed)
-        return 0;
-    /* With tracemalloc tracing, its hooks end up below ours: its stop() would unhook us
+    /* Not in the chain: never installed, or someone (tracemalloc.stop() restoring what it
+     * saved before ours were installed) dropped ours. Chain on top of whatever is there.
+     * With tracemalloc tracing, its hooks end up below ours: its stop() would unhook us
      * and a region block could then reach pymalloc's free. No region until we are
      * installed again without it (see docs/internals/region.md). */
-    nea_region.allowed = !tracing;
-    /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
+    nea_region.allowed = !tracemalloc_tracing();
     hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
     hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);
     M.installed = 1;

@@ -97,7 +97,8 @@ extern PyTypeObject nea_HandleType;
 
 int nea_meter_init(PyObject *var);          /* once per process; keeps a ref to var */
 int nea_meter_install(void);                /* hook MEM and OBJ; -1 with exception */
-int nea_meter_installed(void);
+int nea_meter_installed(void);              /* ours are the hooks called first */
+int nea_meter_in_chain(void);               /* ours are called (first or by later hooks) */
 void nea_meter_disable(void);               /* at exit: stop charging */
 /* Set the `current` contextvar; the only way nea changes it (keeps the hook's cache
  * right). -1 with an exception. */

@@ -266,7 +266,8 @@ static PyObject *meter_enter(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
                      "got %zd arguments", nargs);
         return NULL;
     }
-    /* Someone (tracemalloc.stop()) may have restored older allocators: chain again. */
+    /* Someone (tracemalloc.stop()) may have restored older allocators, dropping ours:
+     * chain again (a no-op while ours are still called). */
     if (!nea_meter_installed() && nea_meter_install() < 0)
         return NULL;
     PyObject *previous = NULL;
@@ -373,6 +374,16 @@ static PyObject *meter_exit(PyObject *Py_UNUSED(m), PyObject *arg)
     int rc = close_handle(h);
     PyObject *previous = h->previous;
     h->previous = NULL;
+    /* Hooks removed while the budget was open (tracemalloc.stop() restoring an allocator
+     * saved before ours) leave its numbers short: say so rather than report them quietly. */
+    if (rc == 0 && !nea_meter_installed() && !nea_meter_in_chain() &&
+        PyErr_WarnEx(PyExc_RuntimeWarning,
+                     "nea: the memory meter's allocator hooks were removed while this budget "
+                     "was open (tracemalloc.stop() or another allocator hook restoring an "
+                     "older allocator); allocations after that were not charged. nea "
+                     "reinstalls its hooks when the next budget opens",
+                     1) < 0)
+        rc = -1;
     /* Restore an open enclosing budget with set(previous), never reset(token): resetting to
      * "no value" can leave CPython's contextvar cache stale when the allocator hook reads
      * the var. With no open budget before (None, or a handle closed since), the var keeps
