@@ -439,3 +439,29 @@ async def test_an_app_that_raised_counts_as_served_with_or_without_a_budget(
         await run(adm, broken)
     stats = adm.statistics()
     assert (stats.busy, stats.served, stats.tripped) == (0, 1, 0)
+
+
+class _Panic(BaseException):
+    """Like pydantic-core's ``PanicException``: a ``BaseException``, not an ``Exception``."""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("turn_into", ["runtime-error", "base-exception", "swallow"])
+async def test_a_trip_the_app_turns_into_something_else_still_answers_500(
+    native: str, turn_into: str
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            data = b"x" * (6 * MiB)  # crosses the 4 MiB limit inside one call
+            await respond(send, data[:2])
+        except BudgetExceeded as exc:
+            if turn_into == "runtime-error":
+                raise RuntimeError("could not render") from exc
+            if turn_into == "base-exception":
+                raise _Panic("panicked") from exc
+        await respond(send, b"the app's own page")
+
+    adm = admission()
+    client = await run(adm, app)
+    assert_out_of_memory(client)
+    assert adm.statistics().tripped == 1
