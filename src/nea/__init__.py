@@ -13,6 +13,7 @@ from nea.config import Config
 from nea.meter import Budget, BudgetExceeded, BudgetStatistics, budget, current_budget
 
 if TYPE_CHECKING:
+    from nea._executor import ContextThreadPoolExecutor
     from nea._run import run
     from nea.server import Server
 
@@ -24,6 +25,7 @@ __all__ = [
     "BudgetStatistics",
     "Config",
     "ConfigError",
+    "ContextThreadPoolExecutor",
     "LifespanStartupFailed",
     "NeaError",
     "Server",
@@ -50,7 +52,11 @@ _PUBLIC_TYPES: tuple[type, ...] = (
 for _public in _PUBLIC_TYPES:
     _public.__module__ = "nea"
 
-_LAZY = {"run": "nea._run", "Server": "nea.server"}
+_LAZY = {
+    "run": "nea._run",
+    "Server": "nea.server",
+    "ContextThreadPoolExecutor": "nea._executor",
+}
 
 
 def __getattr__(name: str) -> Any:

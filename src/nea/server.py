@@ -17,6 +17,7 @@ from typing import Any
 
 from nea._admission import AdmissionStatistics
 from nea._errors import NeaError
+from nea._executor import ContextThreadPoolExecutor
 from nea._importer import import_app
 from nea._lifespan import Lifespan
 from nea._memory import MemoryPlan
@@ -121,6 +122,9 @@ class Server:
         try:
             previous_meter = select_meter(config)
             previous_region = start_region(config)
+            # run_in_executor(None, fn) runs fn in the calling request's context (and
+            # budget), as to_thread does; set before the lifespan, so an app's own wins.
+            loop.set_default_executor(ContextThreadPoolExecutor())
             app = import_app(config)
             logger.info("Started server process [%d]", os.getpid())
             lifespan = Lifespan(app, config.lifespan)

@@ -19,7 +19,7 @@ from nea import ConfigError, current_budget
 from nea._types import Receive, Scope, Send
 from nea.middleware import MemoryBudgetMiddleware
 
-from .apps import EDGE_BODY, edge_app, hog_app, starlette_app
+from .apps import EDGE_BODY, allocate, edge_app, hog_app, starlette_app, text
 
 pytestmark = pytest.mark.asyncio
 
@@ -265,3 +265,36 @@ async def test_prefault_and_release_memory_idle_serve_normally(native: str) -> N
     ):
         response = await client.get("/alloc/0")
         assert response.status_code == 200
+
+
+async def executor_app(scope: Any, receive: Any, send: Any) -> None:
+    """``run_in_executor(None, ...)``: the loop's default executor, which nea's server makes
+    run the call in the request's context, so the request's budget is charged."""
+    if scope["type"] != "http":
+        return
+    mib = int(scope["path"].strip("/"))
+    loop = asyncio.get_running_loop()
+    kept = await loop.run_in_executor(None, allocate, mib)
+    await text(send, f"allocated {kept} MiB".encode())
+
+
+async def test_run_in_executor_is_charged_to_the_request(native: str) -> None:
+    async with (
+        run_server(executor_app, budget="8MiB", slots=4) as srv,
+        httpx.AsyncClient(base_url=srv.url, timeout=30) as client,
+    ):
+        small = await client.get("/2")
+        hog = await client.get("/64")
+    assert small.status_code == 200 and small.text == "allocated 2 MiB"
+    assert hog.status_code == 500 and hog.text == OOM.decode()
+
+
+async def test_context_thread_pool_executor_runs_calls_in_the_submitting_context(
+    native: str,
+) -> None:
+    import nea
+
+    with nea.ContextThreadPoolExecutor(max_workers=1) as pool, nea.budget("64MiB") as b:
+        assert pool.submit(allocate, 8).result() == 8
+        assert pool.submit(current_budget).result() is b
+    assert b.peak >= 8 * 1024 * 1024
