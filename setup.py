@@ -11,7 +11,14 @@ setup(
     ext_modules=[
         Extension(
             "nea._meter",
-            sources=["csrc/meter.c", "csrc/blocks.c", "csrc/region.c", "csrc/slots.c", "csrc/module.c"],
+            sources=[
+                "csrc/meter.c",
+                "csrc/blocks.c",
+                "csrc/region.c",
+                "csrc/slots.c",
+                "csrc/module.c",
+                "csrc/numpy.c",
+            ],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
             optional=True,
         )

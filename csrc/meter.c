@@ -1068,6 +1068,46 @@ static NEA_INLINE void *realloc_hot(domain_hook *d, void *ptr, size_t new_size)
 NEA_DOMAIN_HOOKS(mem)
 NEA_DOMAIN_HOOKS(obj)
 
+/* ---- other allocators (numpy's array data) ------------------------------------------
+ *
+ * Blocks of allocators other than PyMem's are charged through the block table, like the
+ * table path's blocks: to the budget current when they are made, un-charged whichever
+ * context frees them. The caller holds the GIL (numpy.c forwards calls made without it,
+ * uncharged). */
+
+int nea_foreign_admit(size_t size, uint32_t *idx, uint64_t *gen)
+{
+    if (M.disabled || in_hook)
+        return 0;
+    nea_slot *s = current_slot(idx, gen);
+    if (s == NULL)
+        return 0;
+    if (NEA_UNLIKELY(s == &fail_closed_slot))
+        return -1;
+    if (over_limit(s, size) || nea_block_reserve() < 0)
+        return -1;
+    return 1;
+}
+
+void nea_foreign_record(void *p, size_t size, uint32_t idx, uint64_t gen)
+{
+    tracked_add(p, size, idx, gen); /* room reserved by nea_foreign_admit */
+    nea_slot *s = slot_at(idx, gen);
+    if (s != NULL)
+        charge(s, size);
+}
+
+void nea_foreign_forget(void *p)
+{
+    if (p == NULL || nea_blocks.count == 0)
+        return;
+    block_entry *e = nea_block_find((uintptr_t)p);
+    if (e != NULL) {
+        uncharge(e->owner, e->size);
+        nea_block_delete(e);
+    }
+}
+
 /* ---- lifecycle --------------------------------------------------------------------- */
 
 int nea_meter_init(PyObject *var)

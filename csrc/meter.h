@@ -117,6 +117,8 @@ int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *pa
 void nea_meter_set_wake_fd(int fd);
 /* The memory plan shared by all outermost budgets (0: none); see meter.c. */
 void nea_meter_set_shared_ceiling(size_t bytes);
+/* Charge numpy's array data from now on (numpy.c); 1, or -1 with an exception. */
+int nea_numpy_install(void);
 /* The callable that builds the exception a delivery raises (see meter.c, delivery). */
 int nea_meter_set_trip_factory(PyObject *factory);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */

@@ -432,6 +432,13 @@ static PyObject *meter_set_wake_fd(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_numpy_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    if (nea_numpy_install() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *meter_set_shared_ceiling(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     size_t bytes = PyLong_AsSize_t(arg);
@@ -553,6 +560,9 @@ static PyMethodDef meter_methods[] = {
     {"set_wake_fd", meter_set_wake_fd, METH_O,
      "set_wake_fd(fd): a pipe's write end that wakes this thread's event loop when a "
      "worker thread owes a trip's delivery (-1: none)."},
+    {"numpy_install", meter_numpy_install, METH_NOARGS,
+     "numpy_install(): charge numpy's array data to budgets (run it in an empty context; "
+     "numpy must be importable)."},
     {"set_shared_ceiling", meter_set_shared_ceiling, METH_O,
      "set_shared_ceiling(bytes): the memory plan outermost budgets share past their own "
      "ceilings (0: none)."},

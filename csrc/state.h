@@ -38,6 +38,14 @@ extern uint64_t nea_slow_lookups NEA_HIDDEN;
  * where finalizers may run: not inside a hook's table operation). */
 void nea_meter_trim_quiet(void) NEA_HIDDEN;
 
+/* Charging another allocator's blocks (numpy.c); GIL held. admit: 1 to allocate and then
+ * record the block, 0 to allocate uncharged (no budget current), -1 to fail (refused past
+ * a ceiling, or the table cannot grow). record: charge the new block to (idx, gen).
+ * forget: un-charge a block about to be freed (nothing if it was never recorded). */
+int nea_foreign_admit(size_t size, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+void nea_foreign_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HIDDEN;
+void nea_foreign_forget(void *p) NEA_HIDDEN;
+
 
 static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)
 {

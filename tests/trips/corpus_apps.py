@@ -135,7 +135,15 @@ def _swallow() -> bytes:
     return str(len(keep)).encode()
 
 
+def _numpy() -> bytes:
+    import numpy as np
+
+    grid = np.ones((2000, 2000))  # 32 MB of array data in one call
+    return str(float((grid * 2).sum())).encode()
+
+
 CASES = {
+    "numpy": _numpy,
     "orjson-dumps": _orjson_dumps,
     "orjson-loads": _orjson_loads,
     "pydantic-dump-json": _pydantic_dump_json,
@@ -169,6 +177,12 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _text(send, 200, b"first chunk\n", more=True)
         body = _json()
         await send({"type": "http.response.body", "body": body, "more_body": False})
+    elif name == "executor":
+        # run_in_executor(None, ...): nea's server runs it in the request's context.
+        import asyncio
+
+        body = await asyncio.get_running_loop().run_in_executor(None, _json)
+        await _text(send, 200, body)
     else:
         await _text(send, 200, CASES[name]())
 

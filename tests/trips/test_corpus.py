@@ -24,12 +24,15 @@ from tests.cli.helpers import NeaProcess, get
 pytest.importorskip("orjson")
 pytest.importorskip("msgpack")
 pytest.importorskip("django")
+pytest.importorskip("numpy")
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 60.0
 OOM = b"Internal Server Error: Out of Memory"
 
 LIBRARY_CASES = [
+    "numpy",
+    "executor",
     "orjson-dumps",
     "orjson-loads",
     "pydantic-dump-json",

@@ -9,6 +9,7 @@ Must not import ``nea.meter._budget``.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -88,10 +89,13 @@ class NativeMeter:
     def _install(self) -> None:
         from nea.meter import _exits, _loop
         from nea.meter._imports import exempt_imports
+        from nea.meter._numpy import install_if_imported
 
         self._ext.install()  # no region while tracemalloc's hooks are below ours (C)
         self._ext.set_trip_factory(self._trip_error)
-        exempt_imports(self.var, self._ext.set_current)
+        numpy_hook = functools.partial(install_if_imported, self._ext)
+        exempt_imports(self.var, self._ext.set_current, {"numpy": numpy_hook})
+        numpy_hook()
         self._push_loop_frames()
         if not self._installed_once:
             self._installed_once = True
