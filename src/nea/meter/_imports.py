@@ -4,9 +4,10 @@ Owns: ``exempt_imports``, which also tells the meter when a module it hooks into
 array data, see ``_numpy``) has just been imported. A module imported lazily during a
 request (anyio's thread backend on the first ``to_thread``, a template engine, ...) is
 process state, not request memory: charging it would make the first request pay megabytes
-that every later request shares. CPython runs every import of a module not yet in ``sys.modules`` through
-``importlib._bootstrap._find_and_load`` (the C fast path for already imported modules never
-reaches it, so this costs nothing per ``import`` of a loaded module). The wrapper clears
+that every later request shares. CPython runs every import of a module not yet in
+``sys.modules`` through ``importlib._bootstrap._find_and_load`` (the C fast path for
+already imported modules never reaches it, so this costs nothing per ``import`` of a
+loaded module). The wrapper clears
 the current budget while the module loads.
 
 Must not import other nea modules.
@@ -25,7 +26,7 @@ _WRAPPED_MARK = "__nea_exempt__"
 def exempt_imports(
     var: ContextVar[Any],
     set_current: Callable[[Any], None],
-    on_import: dict[str, Callable[[], None]] | None = None,
+    on_import: dict[str, Callable[[], object]] | None = None,
 ) -> None:
     """Make ``_find_and_load`` run with ``var`` set to ``None`` through ``set_current``
     (idempotent). ``on_import`` maps module names to calls made once that module was
