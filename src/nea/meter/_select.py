@@ -133,28 +133,26 @@ class NativeMeter:
 
 def _library_prefixes() -> tuple[str, ...]:
     """Directories of code where a delivered trip would cut through library internals:
-    the standard library (not its site-packages), anyio and nea itself."""
-    import sysconfig
+    the standard library (not its site-packages), anyio and nea itself. Found without
+    importing anything (``os`` lives in the standard library's directory)."""
+    import importlib.util
 
-    import anyio
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # nea/
+    dirs = [os.path.dirname(os.__file__), package]
+    spec = importlib.util.find_spec("anyio")
+    if spec is not None and spec.origin:
+        dirs.append(os.path.dirname(spec.origin))
+    return tuple(os.path.join(path, "") for path in dirs)
 
-    import nea
 
-    stdlib = {sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib")}
-    packages = (os.path.dirname(anyio.__file__), os.path.dirname(nea.__file__))
-    return tuple(os.path.join(path, "") for path in (*stdlib, *packages))
-
-
-_library: list[tuple[str, ...]] = []  # computed at the first delivery (imports anyio)
 _SITE_DIRS = ("site-packages", "dist-packages")
+_LIBRARY_PREFIXES = _library_prefixes()
 
 
 def _in_library(filename: str) -> bool:
     if filename.startswith("<frozen "):
         return True
-    if not _library:
-        _library.append(_library_prefixes())
-    for prefix in _library[0]:
+    for prefix in _LIBRARY_PREFIXES:
         if filename.startswith(prefix):
             # not a third-party package installed under the standard library's directory
             return not filename[len(prefix) :].startswith(_SITE_DIRS)
