@@ -29,7 +29,7 @@ WORKER_THREADS = 40
 # Fallback thread stack size when RLIMIT_STACK is unlimited or unknown (glibc's default).
 DEFAULT_THREAD_STACK_BYTES = 8 * 1024 * 1024
 # `auto` leaves this much room on top of the plan for connection buffers, the interpreter's
-# own growth and the grace allowance of tripped budgets: 10 % of the plan, at least 64 MiB.
+# own growth and what tripped budgets take past their limit: 10 % of the plan, at least 64 MiB.
 AUTO_HEADROOM_FRACTION = 0.10
 AUTO_HEADROOM_MIN_BYTES = 64 * 1024 * 1024
 

@@ -5,7 +5,7 @@ Owns: ``dispatch_codes()`` and ``register_loop_frame()``. A task's context (and 
 budget) is also current while the event loop runs the task's machinery: scheduling its next
 step, waking it, completing it. An allocation refused there raises ``MemoryError`` inside
 the loop instead of the task, and the task is never resumed (it hangs; seen with a task that
-kept allocating after its grace allowance). So allocations whose innermost Python frame is
+kept allocating after its trip). So allocations whose innermost Python frame is
 the loop's dispatch are charged but never refused. For loops written in C (uvloop), the
 innermost Python frame is whatever called ``run_until_complete``: asyncio's runners,
 anyio's backport of ``asyncio.Runner``, uvicorn's ``asyncio_run``; a server that drives the
