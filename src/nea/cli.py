@@ -20,6 +20,7 @@ from nea._sizes import parse_size
 from nea.config import (
     DEFAULT_BACKLOG,
     DEFAULT_BUDGET,
+    DEFAULT_BUFFER_REQUEST_BODY_BYTES,
     DEFAULT_LIMIT_REQUEST_HEADERS_BYTES,
     DEFAULT_SLOTS,
     Config,
@@ -145,6 +146,18 @@ def _add_limit_options(group: argparse._ArgumentGroup) -> None:
         help="time a client has to send the whole header section, else 408 (10)",
     )
     add(
+        "--timeout-request-body",
+        default="60",
+        metavar="S",
+        help="longest pause while a request body arrives, else 408 (60)",
+    )
+    add(
+        "--buffer-request-body",
+        default=str(DEFAULT_BUFFER_REQUEST_BODY_BYTES),
+        metavar="SIZE",
+        help="read request bodies up to SIZE before the request takes a slot; 0: never (64KiB)",
+    )
+    add(
         "--timeout-graceful-shutdown",
         default=None,
         metavar="S",
@@ -229,6 +242,10 @@ def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> Confi
         timeout_request_headers=_convert(
             "--timeout-request-headers", args.timeout_request_headers, _seconds
         ),
+        timeout_request_body=_convert(
+            "--timeout-request-body", args.timeout_request_body, _seconds
+        ),
+        buffer_request_body=_convert("--buffer-request-body", args.buffer_request_body, parse_size),
         timeout_graceful_shutdown=_optional(
             "--timeout-graceful-shutdown", args.timeout_graceful_shutdown, _seconds
         ),
