@@ -187,11 +187,12 @@ class Server:
     async def _stop(
         self, servers: list[asyncio.Server], state: ServerState, lifespan: Lifespan
     ) -> None:
+        # Stop listening first: from here on, new connections are refused.
+        for server in servers:
+            server.close()
         logger.info("Shutting down")
         state.stop_clock()
         state.shutting_down = True
-        for server in servers:
-            server.close()
         for conn in list(state.connections):
             conn.shutdown()
         state.check_idle()
