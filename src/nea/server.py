@@ -96,12 +96,17 @@ class Server:
         self._should_stop.set()
         self._force.set()
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+    async def serve(
+        self, sockets: list[socket.socket] | None = None, *, close_sockets: bool = False
+    ) -> None:
         """Serve until ``shutdown()``; see the class docstring.
 
         With ``sockets=None`` it binds with ``bind_socket(config)`` and closes that socket on
         return. Given ``sockets`` (already listening) are served on duplicates and left open:
-        the caller owns them. Raises ``AppImportError``, ``LifespanStartupFailed``,
+        the caller owns them. With ``close_sockets=True`` the server takes them over
+        instead, serves them directly and closes them as it stops listening (also when it
+        fails to start), so that a shutdown refuses new connections at once; a socket the
+        caller kept open would go on accepting them into its backlog. Raises ``AppImportError``, ``LifespanStartupFailed``,
         ``BindError`` or ``ConfigError`` (e.g. ``--meter native`` not built, a
         ``--memory-limit`` that cannot be applied) when it cannot start.
         """
@@ -127,7 +132,7 @@ class Server:
                 owned = [bind_socket(config)]
                 listen = owned
             else:
-                listen = [sock.dup() for sock in sockets]
+                listen = list(sockets) if close_sockets else [sock.dup() for sock in sockets]
                 owned = listen
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
