@@ -106,9 +106,11 @@ class Server:
         the caller owns them. With ``close_sockets=True`` the server takes them over
         instead, serves them directly and closes them as it stops listening (also when it
         fails to start), so that a shutdown refuses new connections at once; a socket the
-        caller kept open would go on accepting them into its backlog. Raises ``AppImportError``, ``LifespanStartupFailed``,
-        ``BindError`` or ``ConfigError`` (e.g. ``--meter native`` not built, a
-        ``--memory-limit`` that cannot be applied) when it cannot start.
+        caller kept open would go on accepting them into its backlog.
+
+        Raises ``AppImportError``, ``LifespanStartupFailed``, ``BindError`` or
+        ``ConfigError`` (e.g. ``--meter native`` not built, a ``--memory-limit`` that
+        cannot be applied) when it cannot start.
         """
         loop = self._loop = asyncio.get_running_loop()
         config = self.config
