@@ -7,9 +7,9 @@ trailing bytes), so h11's server half — which nea replaces with its own respon
 never gets in the way of pipelining. Chunked bodies are decoded by nea's ``ChunkedDecoder``
 (h11 accepts any chunk size and waits forever on bare-LF chunk lines). Where h11 is more
 lenient than llhttp about a head (bare LF line ends, obsolete line folding, repeated or
-listed content-length), ``check_raw_head`` rejects it; where h11 is stricter (empty lines
-before the request line, transfer-encoding lists), this module relaxes it. Must not import
-asyncio, socket or anyio.
+listed content-length, DEL in a value), ``check_raw_head`` rejects it; where h11 is
+stricter (empty lines before the request line, transfer-encoding lists), this module
+relaxes it. Must not import asyncio, socket or anyio.
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ class H11Parser(ParserBase):
 
 def check_raw_head(raw: bytes) -> None:
     """Reject what llhttp rejects in a head and h11 accepts (RFC 9112 lets a server choose
-    either way): lines ending in a bare LF (§2.2), obsolete line folding (§5.2), and a
-    repeated or comma-listed content-length (RFC 9110 §8.6). ``raw`` starts with the
+    either way): lines ending in a bare LF (§2.2), obsolete line folding (§5.2), a
+    repeated or comma-listed content-length (RFC 9110 §8.6), and DEL in a field value (not
+    a field-vchar, RFC 9110 §5.5). ``raw`` starts with the
     request line and holds at least the whole head."""
     end = raw.find(b"\r\n\r\n")
     head = raw[:end] if end != -1 else raw
@@ -146,6 +147,8 @@ def check_raw_head(raw: bytes) -> None:
         raise ProtocolError(400, "request head line not ended by CRLF (bare LF)")
     if b"\n " in head or b"\n\t" in head:
         raise ProtocolError(400, "obsolete line folding in the request head")
+    if 0x7F in head:  # the one control character h11 lets through (RFC 9110 §5.5)
+        raise ProtocolError(400, "DEL character in the request head")
     lowered = head.lower()
     if b"\ncontent-length:" in lowered and (
         lowered.count(b"\ncontent-length:") > 1 or _CONTENT_LENGTH_LIST.search(lowered)

@@ -139,8 +139,8 @@ class HttptoolsParser(ParserBase):
 
 def _check_request_line(data: bytes) -> None:
     """400 for a double space in the request line that starts ``data`` (h11 rejects it)."""
-    start = len(data) - len(data.lstrip(b"\r\n")) if data[:1] in (b"\r", b"\n") else 0
-    end = data.find(b"\n", start)
+    start = len(data) - len(data.lstrip(b"\r\n")) if data and data[0] in (13, 10) else 0
+    end = data.find(10, start)  # an int: "bytes in bytes" takes the slower buffer path
     if end != -1 and data.find(_DOUBLE_SPACE, start, end) != -1:
         raise ProtocolError(400, "request line parts separated by more than one space")
 
