@@ -139,3 +139,18 @@ async def test_body_up_to_the_limit_reaches_the_app_whole(backend: str) -> None:
         )
         assert (await conn.read_response()).status == 204
     assert bodies == [(b"a" * 30 + b"b" * 34, False), (b"abc", False)]
+
+
+async def test_pipelined_requests_with_buffered_bodies_are_answered_in_order(backend: str) -> None:
+    async with run_server(echo, http=backend) as srv, srv.connect() as conn:
+        await conn.send(
+            b"POST /1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+            b"POST /2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\ntwo\r\n0\r\n\r\n"
+            b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /4 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nfo"
+        )
+        bodies = [(await conn.read_response()).body for _ in range(3)]
+        await conn.send(b"ur")
+        bodies.append((await conn.read_response()).body)
+    assert bodies == [b"one", b"two", b"/3", b"four"]

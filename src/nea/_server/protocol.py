@@ -188,6 +188,8 @@ class HTTPProtocol(asyncio.Protocol):
             buffer = head.chunked if length is None else 0 < length <= limit
         if buffer:
             self._buffering = True
+            # A pipelined request may have read enough of its body while it waited.
+            self._start_if_buffered(cycle)
         else:
             self._start(cycle)
 
