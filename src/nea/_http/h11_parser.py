@@ -37,14 +37,15 @@ _CONTENT_LENGTH_LIST: Final = re.compile(rb"\ncontent-length:[^\n]*,")
 class H11Parser(ParserBase):
     """``feed(bytes) -> events`` on top of h11."""
 
-    __slots__ = ("_chunks", "_conn", "_head_data")
+    __slots__ = ("_chunks", "_conn", "_head_parts")
 
     def __init__(self, limits: ParserLimits) -> None:
         super().__init__(limits)
         self._conn = self._new_connection()
-        # Every byte fed while h11 waits for a request head (the head and what follows it
+        # Every read fed while h11 waits for a request head (the head and what follows it
         # in the same reads): the raw text the checks below need, which h11 does not keep.
-        self._head_data = b""
+        # A list, joined once: a head trickling in byte by byte costs no quadratic copying.
+        self._head_parts: list[bytes] = []
         self._chunks: ChunkedDecoder | None = None
 
     def _new_connection(self) -> h11.Connection:
@@ -52,7 +53,7 @@ class H11Parser(ParserBase):
 
     @property
     def head_pending(self) -> bool:
-        return self._chunks is None and bool(self._head_data)
+        return self._chunks is None and bool(self._head_parts)
 
     def _feed(self, data: bytes) -> None:
         while data:
@@ -77,12 +78,12 @@ class H11Parser(ParserBase):
         it, or the next request after a content-length body (for a fresh connection)."""
         conn = self._conn
         if conn.their_state is h11.IDLE:
-            if not self._head_data:
+            if not self._head_parts:
                 # RFC 9112 §2.2: empty lines before a request line are ignored (llhttp does).
                 data = data.lstrip(b"\r\n")
                 if not data:
                     return b""
-            self._head_data += data
+            self._head_parts.append(data)
         conn.receive_data(data)
         try:
             while True:
@@ -107,7 +108,8 @@ class H11Parser(ParserBase):
             return self._h11_error(exc)
 
     def _on_request(self, request: h11.Request) -> RequestHead:
-        raw, self._head_data = self._head_data, b""
+        raw = b"".join(self._head_parts)  # one read: the same object, no copy
+        self._head_parts = []
         check_raw_head(raw)
         head = make_head(
             request.method.decode("ascii"),
@@ -122,14 +124,14 @@ class H11Parser(ParserBase):
     def _h11_error(self, exc: h11.RemoteProtocolError) -> bytes:
         """Map h11's error to nea's; a transfer-encoding h11 refuses but RFC 9112 allows
         (``,chunked``) restarts parsing with the header normalised, returning the bytes."""
-        raw = self._head_data
+        raw = b"".join(self._head_parts)
         status = exc.error_status_hint
         if status == 431:
             raise head_too_large(raw, self.limits.max_header_bytes) from None
         if status == 501:  # h11 refuses every transfer-encoding but exactly "chunked"
             rewritten = _normalise_transfer_encoding(raw)
             if rewritten is not None:
-                self._head_data = b""
+                self._head_parts = []
                 self._conn = self._new_connection()
                 return rewritten
         raise ProtocolError(status, str(exc)) from None
