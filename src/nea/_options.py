@@ -106,7 +106,7 @@ def _default(field: str) -> Any:
 
 def _shown(field: str) -> str:
     value = _default(field)
-    if field in ("budget", "limit_request_headers"):
+    if field in ("budget", "limit_request_headers", "buffer_request_body"):
         return format_size(value).replace(" ", "").replace(".0", "")
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -317,6 +317,23 @@ OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
                 _h("time to send the whole header section, else 408", "timeout_request_headers"),
                 convert=_seconds,
                 metavar="S",
+            ),
+            Option(
+                "--timeout-request-body",
+                "timeout_request_body",
+                _h("longest pause while a request body arrives, else 408", "timeout_request_body"),
+                convert=_seconds,
+                metavar="S",
+            ),
+            Option(
+                "--buffer-request-body",
+                "buffer_request_body",
+                _h(
+                    "read request bodies up to SIZE before the request takes a slot; 0: never",
+                    "buffer_request_body",
+                ),
+                convert=_size,
+                metavar="SIZE",
             ),
             Option(
                 "--timeout-graceful-shutdown",

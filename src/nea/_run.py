@@ -162,7 +162,9 @@ async def serve_until_signalled(
     The first signal starts a graceful shutdown; a second one forces the exit (open
     connections are closed without waiting). Signal handlers are installed only in the main
     thread (Python allows no others); elsewhere the caller stops the server. ``on_started`` is
-    called once the server accepts connections. When the file descriptor
+    called once the server accepts connections. The server takes ``sockets`` over and
+    closes them as it stops listening (the caller's later ``close()`` is a no-op), so that
+    a shutdown refuses new connections at once. When the file descriptor
     ``stop_when_readable`` becomes readable (a worker's pipe from its supervisor reaching EOF),
     the server shuts down gracefully. Exceptions from the server propagate.
     """
@@ -231,10 +233,12 @@ async def _sample(server: Server, metrics: ServerMetrics) -> None:
 async def _serve(
     server: Server, sockets: list[socket.socket] | None, on_started: Callable[[], None] | None
 ) -> None:
+    # The server takes the sockets over (closes them as it stops listening), so that a
+    # shutdown refuses new connections at once.
     if on_started is None:
-        await server.serve(sockets)
+        await server.serve(sockets, close_sockets=True)
         return
-    serving = asyncio.ensure_future(server.serve(sockets))
+    serving = asyncio.ensure_future(server.serve(sockets, close_sockets=True))
     started = asyncio.ensure_future(server.wait_started())
     # If serve() fails, wait_started() fails too; serve()'s exception is the one to raise.
     started.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -93,6 +93,7 @@ class Supervisor:
         self._spawns_due: list[float] = []  # monotonic times of throttled restarts
         self._reload = config.reload
         self._reload_requested = threading.Event()
+        self._listener: socket.socket | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
         # Never block in the signal handler: a full buffer already means "wake up".
         self._wake_writer.setblocking(False)
@@ -152,6 +153,7 @@ class Supervisor:
             logger.info("Started reloader process [%d] using WatchFiles", os.getpid())
         else:
             logger.info("Started parent process [%d]", os.getpid())
+        self._listener = sock
         logger.info(
             "nea supervisor (pid %d) starting %d workers on %s",
             os.getpid(),
@@ -305,6 +307,10 @@ class Supervisor:
         """First call: SIGTERM every worker (graceful). Later calls: SIGTERM again (force)."""
         if not self._stopping:
             self._stopping = True
+            # Stop listening here at once; each worker closes its own copy as it stops, and
+            # then the port refuses new connections (no worker is spawned after this).
+            if self._listener is not None:
+                self._listener.close()
             logger.info("stopping %d worker(s) gracefully", len(self._workers))
             drain = self._config.timeout_graceful_shutdown
             # None: in-flight requests may take as long as they need (uvicorn's default).

@@ -53,6 +53,13 @@ def default_queue(slots: int) -> int:
     """The wait queue's length when ``queue`` is not given: ``2 × slots``."""
     return DEFAULT_QUEUE_PER_SLOT * slots
 
+# Request bodies up to this size are read whole before the request takes a slot, so a client
+# that stalls mid-body holds a connection buffer, never a slot. The same as the server's
+# per-request body read buffer (asyncio's 64 KiB transport high-water mark).
+DEFAULT_BUFFER_REQUEST_BODY_BYTES = 64 * 1024
+# Longest pause between two reads of a request body before 408: nginx's
+# client_body_timeout default (60 s).
+DEFAULT_TIMEOUT_REQUEST_BODY_SECONDS = 60.0
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "loop": ("auto", "asyncio", "uvloop"),
@@ -91,6 +98,7 @@ class Config:
     env_file: str | None = None
     timeout_keep_alive: float = 5.0
     timeout_request_headers: float = 10.0
+    timeout_request_body: float = DEFAULT_TIMEOUT_REQUEST_BODY_SECONDS
     timeout_graceful_shutdown: float | None = None
     limit_max_requests: int | None = None
     # Each process adds a random 0..jitter to limit_max_requests, so workers restart apart.
@@ -99,6 +107,7 @@ class Config:
     limit_request_body: int | None = None
     # uvicorn's concurrency cap, as nea has it: N slots and no queue (503 beyond N requests).
     limit_concurrency: int | None = None
+    buffer_request_body: int = DEFAULT_BUFFER_REQUEST_BODY_BYTES
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     headers: tuple[tuple[str, str], ...] = ()
@@ -161,6 +170,9 @@ class Config:
         _check_seconds("timeout_keep_alive", self.timeout_keep_alive)
         _check_seconds("timeout_request_headers", self.timeout_request_headers)
         _check_seconds("reload_delay", self.reload_delay)
+        _check_seconds("timeout_request_body", self.timeout_request_body)
+        buffer_body = _size("buffer_request_body", self.buffer_request_body, low=0)
+        object.__setattr__(self, "buffer_request_body", buffer_body)
         if self.timeout_graceful_shutdown is not None:
             _check_seconds("timeout_graceful_shutdown", self.timeout_graceful_shutdown)
         self._check_memory_options()

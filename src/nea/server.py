@@ -100,14 +100,21 @@ class Server:
         self._should_stop.set()
         self._force.set()
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+    async def serve(
+        self, sockets: list[socket.socket] | None = None, *, close_sockets: bool = False
+    ) -> None:
         """Serve until ``shutdown()``; see the class docstring.
 
         With ``sockets=None`` it binds with ``bind_socket(config)`` and closes that socket on
         return. Given ``sockets`` (already listening) are served on duplicates and left open:
-        the caller owns them. Raises ``AppImportError``, ``LifespanStartupFailed``,
-        ``BindError`` or ``ConfigError`` (e.g. ``--meter native`` not built, a
-        ``--memory-limit`` that cannot be applied) when it cannot start.
+        the caller owns them. With ``close_sockets=True`` the server takes them over
+        instead, serves them directly and closes them as it stops listening (also when it
+        fails to start), so that a shutdown refuses new connections at once; a socket the
+        caller kept open would go on accepting them into its backlog.
+
+        Raises ``AppImportError``, ``LifespanStartupFailed``, ``BindError`` or
+        ``ConfigError`` (e.g. ``--meter native`` not built, a ``--memory-limit`` that
+        cannot be applied) when it cannot start.
         """
         loop = self._loop = asyncio.get_running_loop()
         config = self.config
@@ -136,7 +143,7 @@ class Server:
                 owned = [bind_socket(config)]
                 listen = owned
             else:
-                listen = [sock.dup() for sock in sockets]
+                listen = list(sockets) if close_sockets else [sock.dup() for sock in sockets]
                 owned = listen
             on_request = self._count_request if config.limit_max_requests is not None else None
             state = ServerState(config, app, lifespan.state, on_request, admission=self._admission)
@@ -200,11 +207,12 @@ class Server:
     async def _stop(
         self, servers: list[asyncio.Server], state: ServerState, lifespan: Lifespan
     ) -> None:
+        # Stop listening first: from here on, new connections are refused.
+        for server in servers:
+            server.close()
         logger.info("Shutting down")
         state.stop_clock()
         state.shutting_down = True
-        for server in servers:
-            server.close()
         for conn in list(state.connections):
             conn.shutdown()
         state.check_idle()

@@ -66,3 +66,22 @@ async def env_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = [*TEXT, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+async def body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Prints ``body_app: reading PATH`` once it runs, then reads the whole body and answers
+    with its length: a test sends part of the body, waits for the line, and so knows the
+    request is in the app before it stops the server."""
+    if scope["type"] == "lifespan":
+        await _lifespan_ok(receive, send)
+        return
+    print(f"body_app: reading {scope['path']} in pid {os.getpid()}", flush=True)
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        received += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": TEXT})
+    await send({"type": "http.response.body", "body": f"received {received}\n".encode()})

@@ -11,6 +11,9 @@ from .helpers import APPS_DIR, WAIT_SECONDS, NeaProcess, get, run_nea
 
 StartNea = Callable[..., NeaProcess]
 APP_DIR = ("--app-dir", str(APPS_DIR))
+# held_app answers after the first part of its body: that body must reach it in parts,
+# not be read whole before the request goes to the app.
+HELD = (*APP_DIR, "--buffer-request-body", "0")
 
 
 def read_until(client: socket.socket, marker: bytes) -> bytes:
@@ -57,7 +60,7 @@ def test_inherited_file_descriptor(start_nea: StartNea) -> None:
 
 
 def test_sigint_lets_the_request_in_flight_finish(start_nea: StartNea) -> None:
-    nea = start_nea("nea_test_apps:held_app", *APP_DIR, "--port", "0")
+    nea = start_nea("nea_test_apps:held_app", *HELD, "--port", "0")
     address = nea.wait_running()
     with socket.create_connection(address, timeout=WAIT_SECONDS) as client:
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")
@@ -75,7 +78,7 @@ def test_sigint_lets_the_request_in_flight_finish(start_nea: StartNea) -> None:
 
 
 def test_second_sigint_forces_the_exit(start_nea: StartNea) -> None:
-    nea = start_nea("nea_test_apps:held_app", *APP_DIR, "--port", "0")
+    nea = start_nea("nea_test_apps:held_app", *HELD, "--port", "0")
     address = nea.wait_running()
     with socket.create_connection(address, timeout=WAIT_SECONDS) as client:
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345")

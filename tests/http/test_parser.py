@@ -6,7 +6,14 @@ import pytest
 
 from nea._http.backends import parser_factory, resolve_backend
 from nea._http.errors import ProtocolError
-from nea._http.parser import END_OF_MESSAGE, Event, ParserBase, ParserLimits, RequestHead
+from nea._http.parser import (
+    END_OF_MESSAGE,
+    KNOWN_METHODS,
+    Event,
+    ParserBase,
+    ParserLimits,
+    RequestHead,
+)
 
 LIMITS = ParserLimits(max_header_bytes=64 * 1024)
 
@@ -179,3 +186,23 @@ def test_requests_before_an_error_are_still_delivered(backend: str) -> None:
 def test_auto_prefers_httptools() -> None:
     assert resolve_backend("auto") == "httptools"
     assert resolve_backend("h11") == "h11"
+
+
+@pytest.mark.parametrize("method", sorted(KNOWN_METHODS - {"CONNECT"}))
+def test_every_known_method_parses_on_both_backends(backend: str, method: str) -> None:
+    # KNOWN_METHODS is llhttp's list: h11 must not accept less, httptools parses no more.
+    events = make(backend).feed(method.encode() + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(events[0], RequestHead) and events[0].method == method
+
+
+@pytest.mark.parametrize("step", [None, 1, 5])
+def test_chunked_body_in_pieces_then_a_pipelined_request(backend: str, step: int | None) -> None:
+    data = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n1\r\n!\r\n0\r\nTrailer: t\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    events = feed_all(make(backend), data, step)
+    assert [h.target for h in heads(events)] == [b"/", b"/next"]
+    assert body(events) == b"hello!"
+    assert [e for e in events if e is END_OF_MESSAGE] == [END_OF_MESSAGE] * 2

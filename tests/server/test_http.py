@@ -104,7 +104,9 @@ async def test_expect_100_continue_not_sent_when_app_does_not_read(backend: str)
         )
         response = await conn.read_response()
         assert response.status == 200 and response.body == b"/x"
-        # The body was never asked for, so the connection cannot be reused.
+        # The body was never asked for, so the connection cannot be reused, and the
+        # response says so (a client would otherwise send its next request on it).
+        assert response.header("connection") == "close"
         assert await conn.read_until_close() == b""
 
 

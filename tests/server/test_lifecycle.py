@@ -176,6 +176,60 @@ async def test_given_sockets_are_served_and_left_open() -> None:
         sock.close()
 
 
+class _LogSignal(logging.Handler):
+    """Sets ``seen`` when ``message`` is logged: a wait on a log line, without polling."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(logging.INFO)
+        self.message = message
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.seen.set()
+
+
+async def test_taken_over_sockets_refuse_connections_once_shutdown_starts() -> None:
+    from nea._sockets import bind_socket
+
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        entered.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    sock = bind_socket(nea.Config(app="m:a", port=0))
+    host, port = sock.getsockname()[:2]
+    error_logger = logging.getLogger("nea.error")
+    signal = _LogSignal("Shutting down")
+    level = error_logger.level
+    error_logger.setLevel(logging.INFO)
+    error_logger.addHandler(signal)
+    try:
+        server = nea.Server(nea.Config(app=app, lifespan="off", access_log=False))
+        serving = asyncio.create_task(server.serve([sock], close_sockets=True))
+        await server.wait_started()
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            request = asyncio.create_task(client.get("/"))
+            await entered.wait()
+            server.shutdown()
+            await signal.seen.wait()  # logged once the server stopped listening
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(host, port)
+            release.set()
+            response = await asyncio.wait_for(request, IO_TIMEOUT_SECONDS)
+        assert response.text == "done" and response.headers["connection"] == "close"
+        await asyncio.wait_for(serving, IO_TIMEOUT_SECONDS)
+        assert sock.fileno() == -1  # the server closed the socket it took over
+    finally:
+        error_logger.removeHandler(signal)
+        error_logger.setLevel(level)
+        sock.close()
+
+
 async def test_app_import_from_string_with_app_dir_and_factory(tmp_path: Path) -> None:
     (tmp_path / "factoryapp.py").write_text(
         "from tests.server.apps import hello\ndef create():\n    return hello\n"

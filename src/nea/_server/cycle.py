@@ -291,6 +291,11 @@ class RequestCycle:
         response = self.response
         if state.shutting_down:
             response.keep_alive = False
+        head = self.head
+        if head.expect_continue and not self.continue_sent and not self.body_complete:
+            # The client may still hold its body back, waiting for a 100 Continue that will
+            # never come: the connection closes after this response, and the head says so.
+            response.keep_alive = False
         return response.head_and_body(
             self._status, self._headers, state.default_headers, body, more_body
         )

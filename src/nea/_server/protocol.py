@@ -1,9 +1,11 @@
 """The asyncio ``Protocol`` of one HTTP/1.1 connection.
 
 Owns: feeding received bytes to the parser backend and routing its events, pipelining
-(responses in request order), request-body backpressure (``pause_reading`` above
-``BODY_HIGH_WATER_BYTES``), response backpressure (``drain``), keep-alive and request-header
-timeouts, and the one place where a ``ProtocolError`` becomes an error response.
+(responses in request order), reading small request bodies before their request goes to
+admission (``--buffer-request-body``), request-body backpressure (``pause_reading`` above
+``BODY_HIGH_WATER_BYTES``), response backpressure (``drain``), the keep-alive,
+request-header and request-body timeouts, and the one place where a ``ProtocolError``
+becomes an error response.
 Must not import ``nea.server``.
 """
 
@@ -19,7 +21,10 @@ from nea._http.parser import END_OF_MESSAGE, RequestHead
 from nea._http.response import error_response
 from nea._http.scope import apply_proxy_headers, build_scope
 from nea._server.cycle import RequestCycle
-from nea._server.state import BODY_HIGH_WATER_BYTES, ServerState, log_access, logger
+from nea._server.state import ServerState, log_access, logger
+
+# What the connection's one deadline limits (``HTTPProtocol._deadline_kind``).
+_NO_DEADLINE, _IDLE, _HEAD, _BODY = range(4)
 
 _upgrade_warned = False
 
@@ -51,6 +56,9 @@ class HTTPProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.cycle: RequestCycle | None = None  # the cycle whose response is being written
+        # True while ``cycle`` has not gone to admission yet: its (small) body is being read
+        # first, so a client that stalls mid-body holds no slot (``--buffer-request-body``).
+        self._buffering = False
         self.receiving: RequestCycle | None = None  # the cycle the parser feeds body to
         self.pipeline: collections.deque[RequestCycle] = collections.deque()
         self.write_paused = False
@@ -64,7 +72,7 @@ class HTTPProtocol(asyncio.Protocol):
         # one TimerHandle only wakes up to compare, so a busy connection schedules no timers.
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
-        self._head_deadline = False  # whether _deadline limits the time to receive a head
+        self._deadline_kind = _NO_DEADLINE
 
     # asyncio callbacks --------------------------------------------------------------------
 
@@ -78,7 +86,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.state.shutting_down:
             self.close()
             return
-        self._set_deadline(self.state.timeout_request_headers, head=True)
+        self._set_deadline(self.state.timeout_request_headers, kind=_HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -104,30 +112,45 @@ class HTTPProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._failed:
             return
-        if self._deadline and not self._head_deadline:
+        if self._deadline_kind == _IDLE:
             # Bytes on an idle keep-alive connection: the idle deadline gives way to the head
             # deadline below. A head deadline is never extended (slow-loris protection).
             self._deadline = 0.0
+            self._deadline_kind = _NO_DEADLINE
         for event in self.parser.feed(data):
             if type(event) is bytes:
-                if self.receiving is not None:
-                    self.receiving.feed_body(event)
+                receiving = self.receiving
+                if receiving is not None:
+                    receiving.feed_body(event)
+                    if self._buffering and receiving is self.cycle:
+                        self._start_if_buffered(receiving)
             elif event is END_OF_MESSAGE:
-                if self.receiving is not None:
-                    self.receiving.end_body()
+                receiving = self.receiving
+                if receiving is not None:
+                    receiving.end_body()
                     self.receiving = None
+                    if self._deadline_kind == _BODY:
+                        self._deadline = 0.0
+                        self._deadline_kind = _NO_DEADLINE
+                    if self._buffering and receiving is self.cycle:
+                        self._start_if_buffered(receiving)
             elif type(event) is RequestHead:
                 self._on_head(event)
             else:
                 self._protocol_error(event)  # type: ignore[arg-type]
                 return
-        if self.cycle is None and not self._deadline and self.parser.head_pending:
-            self._set_deadline(self.state.timeout_request_headers, head=True)
         receiving = self.receiving
+        high_water = self.state.body_high_water
+        if receiving is not None:
+            if not self._read_paused:
+                # Every read of the body moves its inactivity deadline (lazily: no new timer).
+                self._set_deadline(self.state.timeout_request_body, kind=_BODY)
+        elif self.cycle is None and not self._deadline and self.parser.head_pending:
+            self._set_deadline(self.state.timeout_request_headers, kind=_HEAD)
         if (
             self.pipeline
             or self._read_paused
-            or (receiving is not None and receiving.buffered_body_bytes > BODY_HIGH_WATER_BYTES)
+            or (receiving is not None and receiving.buffered_body_bytes > high_water)
         ):
             self._update_reading()
 
@@ -135,6 +158,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _on_head(self, head: RequestHead) -> None:
         self._deadline = 0.0
+        self._deadline_kind = _NO_DEADLINE
         state = self.state
         if head.upgrade:
             _warn_upgrade_once()
@@ -147,12 +171,35 @@ class HTTPProtocol(asyncio.Protocol):
         cycle = RequestCycle(self, head, scope)
         self.receiving = cycle
         if self.cycle is None:
-            self._start(cycle)
+            self._begin(cycle)
         else:
             self.pipeline.append(cycle)
 
-    def _start(self, cycle: RequestCycle) -> None:
+    def _begin(self, cycle: RequestCycle) -> None:
+        """Make ``cycle`` the one being answered: start it now, or once its body is read."""
         self.cycle = cycle
+        head = cycle.head
+        limit = self.state.buffer_request_body
+        # A body announced larger than the limit, or one behind ``Expect: 100-continue``
+        # (the client waits for the app's first ``receive()``), goes to admission at once.
+        buffer = not cycle.body_complete and not head.expect_continue and limit > 0
+        if buffer:
+            length = head.content_length
+            buffer = head.chunked if length is None else 0 < length <= limit
+        if buffer:
+            self._buffering = True
+            # A pipelined request may have read enough of its body while it waited.
+            self._start_if_buffered(cycle)
+        else:
+            self._start(cycle)
+
+    def _start_if_buffered(self, cycle: RequestCycle) -> None:
+        """Hand a buffering request to admission once its body is whole or the limit reached."""
+        if cycle.body_complete or cycle.buffered_body_bytes >= self.state.buffer_request_body:
+            self._buffering = False
+            self._start(cycle)
+
+    def _start(self, cycle: RequestCycle) -> None:
         state = self.state
         if state.on_request is not None:
             state.on_request()
@@ -167,14 +214,20 @@ class HTTPProtocol(asyncio.Protocol):
     def _update_reading(self) -> None:
         receiving = self.receiving
         want_pause = bool(self.pipeline) or (
-            receiving is not None and receiving.buffered_body_bytes > BODY_HIGH_WATER_BYTES
+            receiving is not None and receiving.buffered_body_bytes > self.state.body_high_water
         )
         if want_pause != self._read_paused and not self.closed:
             self._read_paused = want_pause
             if want_pause:
                 self.transport.pause_reading()
+                if self._deadline_kind == _BODY:
+                    # The app is behind, not the client: no body timeout while paused.
+                    self._deadline = 0.0
+                    self._deadline_kind = _NO_DEADLINE
             else:
                 self.transport.resume_reading()
+                if receiving is not None:
+                    self._set_deadline(self.state.timeout_request_body, kind=_BODY)
 
     # response side ------------------------------------------------------------------------
 
@@ -222,14 +275,16 @@ class HTTPProtocol(asyncio.Protocol):
             if self._read_paused:
                 self._update_reading()
         if self.pipeline:
-            self._start(self.pipeline.popleft())
+            self._begin(self.pipeline.popleft())
             self._update_reading()
         elif self._pending_error is not None:
             self._answer_error(self._pending_error)
+        elif self.receiving is not None:
+            self._set_deadline(state.timeout_request_body, kind=_BODY)
         elif self.parser.head_pending:
-            self._set_deadline(state.timeout_request_headers, head=True)
+            self._set_deadline(state.timeout_request_headers, kind=_HEAD)
         else:
-            self._set_deadline(state.timeout_keep_alive, head=False)
+            self._set_deadline(state.timeout_keep_alive, kind=_IDLE)
 
     # errors and closing -------------------------------------------------------------------
 
@@ -297,9 +352,9 @@ class HTTPProtocol(asyncio.Protocol):
 
     # timers -------------------------------------------------------------------------------
 
-    def _set_deadline(self, seconds: float, *, head: bool) -> None:
+    def _set_deadline(self, seconds: float, *, kind: int) -> None:
         deadline = self._deadline = self.loop.time() + seconds
-        self._head_deadline = head
+        self._deadline_kind = kind
         timer = self._timer
         if timer is not None:
             if timer.when() <= deadline:
@@ -309,6 +364,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _cancel_timer(self) -> None:
         self._deadline = 0.0
+        self._deadline_kind = _NO_DEADLINE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -316,14 +372,33 @@ class HTTPProtocol(asyncio.Protocol):
     def _on_timeout(self) -> None:
         self._timer = None
         deadline = self._deadline
-        if not deadline or self.cycle is not None:
+        kind = self._deadline_kind
+        if not deadline or (self.cycle is not None and kind != _BODY):
             return
         if self.loop.time() < deadline:
             self._timer = self.loop.call_at(deadline, self._on_timeout)
             return
         self._deadline = 0.0
-        if self.parser.head_pending:
+        self._deadline_kind = _NO_DEADLINE
+        if kind == _BODY:
+            self._body_timed_out()
+        elif self.parser.head_pending:
             self._failed = True
             self.send_error(408, "Request Timeout")
         else:
             self.close()  # idle keep-alive connection
+
+    def _body_timed_out(self) -> None:
+        """No body bytes for ``--timeout-request-body`` seconds: 408, or a plain close when
+        the response has started (the app sees ``http.disconnect`` either way)."""
+        receiving = self.receiving
+        if receiving is None:
+            return
+        logger.debug("Request body from %s timed out", self.client)
+        self._failed = True
+        receiving.mark_disconnected()
+        cycle = self.cycle
+        if cycle is None or (cycle is receiving and not cycle.response_started):
+            self.send_error(408, "Request Timeout")
+        else:
+            self.close()

@@ -77,6 +77,11 @@ class ServerState:
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
         self.timeout_keep_alive = config.timeout_keep_alive
         self.timeout_request_headers = config.timeout_request_headers
+        self.timeout_request_body = config.timeout_request_body
+        self.buffer_request_body = int(config.buffer_request_body)
+        # A body being buffered before its request takes a slot must never pause reading
+        # (nothing would resume it), so the read buffer is at least that large.
+        self.body_high_water = max(BODY_HIGH_WATER_BYTES, self.buffer_request_body)
         self.connections: set[HTTPProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
