@@ -53,6 +53,7 @@ def default_queue(slots: int) -> int:
     """The wait queue's length when ``queue`` is not given: ``2 × slots``."""
     return DEFAULT_QUEUE_PER_SLOT * slots
 
+
 # Request bodies up to this size are read whole before the request takes a slot, so a client
 # that stalls mid-body holds a connection buffer, never a slot. The same as the server's
 # per-request body read buffer (asyncio's 64 KiB transport high-water mark).

@@ -67,6 +67,7 @@ async def env_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
+
 async def body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Prints ``body_app: reading PATH`` once it runs, then reads the whole body and answers
     with its length: a test sends part of the body, waits for the line, and so knows the

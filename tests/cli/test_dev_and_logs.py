@@ -121,6 +121,8 @@ def test_every_line_names_its_process_and_crash_loops_are_throttled(start_nea: S
         assert int(match.group(1)) in workers
 
     # Killed right after it started: the replacement waits 0.5 s, the next one 1 s.
+    with paused(workers[1]):  # served by workers[0]: it has told the supervisor it started
+        assert get(("127.0.0.1", port)) == (200, str(workers[0]).encode())
     os.kill(workers[0], signal.SIGKILL)
     nea.wait_for_line(r"after it was started \(1 in a row\); next start in 0\.5s")
     replacement = int(nea.wait_for_line(r"started worker pid (\d+)").group(1))
