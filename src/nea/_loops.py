@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from nea._errors import ConfigError
-from nea.meter._loop import register_loop_frame
+from nea.meter._door import register_loop_frame
 
 T = TypeVar("T")
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]

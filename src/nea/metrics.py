@@ -152,9 +152,9 @@ class ServerMetrics:
             if value > self._seen[name]:
                 counter.inc(value - self._seen[name])
                 self._seen[name] = value
-        from nea.meter import _region
+        from nea.meter import _door
 
-        info = _region.info()
+        info = _door.region_info()
         self.region_bytes.set(info.get("pages_touched", 0) * info.get("page_bytes", 0))
 
     def plan(self, plan: MemoryPlan) -> None:

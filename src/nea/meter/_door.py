@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nea.meter import _select
 from nea.meter._budget import Budget
 from nea.meter._exits import register_exit_frame
+from nea.meter._loop import register_loop_frame
 from nea.meter._region import configure as configure_region
 from nea.meter._region import enabled as region_enabled
 from nea.meter._region import info as region_info
@@ -145,6 +146,7 @@ __all__ = [
     "region_enabled",
     "region_info",
     "region_supported",
+    "register_loop_frame",
     "release_region",
     "request_budget",
     "restore_meter",
