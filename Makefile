@@ -12,6 +12,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[standard,test]'
+	@# The extension is optional to pip (a failed build is a warning and leaves an older
+	@# build in place): make setup insists on a fresh one.
+	@for f in csrc/*.c csrc/*.h; do \
+	    [ -n "$$(find src/nea -maxdepth 1 -name '_meter*.so' -newer $$f)" ] || { \
+	        echo "the C extension nea._meter did not build (older than $$f): run" \
+	             "'$(BIN)/python -m pip install -v -e .' to see the compiler's errors" >&2; \
+	        exit 1; }; \
+	done
 	touch $(STAMP)
 
 setup: $(STAMP)
