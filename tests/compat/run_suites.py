@@ -121,8 +121,19 @@ def ensure_suite(name: str, version: str) -> Path:
     archive = WORK / f"{name}-{version}.tar.gz"
     if not archive.exists():
         run(
-            [str(venv_python()), "-m", "pip", "download", "--quiet", "--no-binary", ":all:"]
-            + ["--no-deps", "--dest", str(WORK), f"{name}=={version}"]
+            [
+                str(venv_python()),
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "--dest",
+                str(WORK),
+                f"{name}=={version}",
+            ]
         )
     with tarfile.open(archive) as tar:
         tar.extractall(WORK, filter="data")
