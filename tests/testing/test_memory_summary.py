@@ -43,3 +43,23 @@ def test_summary_marks_a_tripped_test_and_the_refused_size(
     result.stdout.fnmatch_lines([hog])
     fits = [line for line in result.stdout.lines if line.endswith("test_trip.py::test_fits")]
     assert len(fits) == 1, result.stdout.str()
+
+
+# The guard docs/testing.md gives for ``--strict-config`` runs with nea disabled.
+GUARD = """
+import pytest
+
+def pytest_addoption(parser, pluginmanager):
+    if pluginmanager.is_blocked("nea"):
+        parser.addini("memory_budget", "nea's default test budget (nea is disabled)")
+"""
+
+
+def test_strict_config_guard_for_runs_without_nea(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INNER_INI + "memory_budget = 64MiB\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    unguarded = pytester.runpytest("--strict-config", "-p", "no:nea")
+    unguarded.stderr.fnmatch_lines(["*Unknown config option: memory_budget*"])
+    pytester.makeconftest(GUARD)
+    pytester.runpytest("--strict-config", "-p", "no:nea").assert_outcomes(passed=1)
+    pytester.runpytest("--strict-config").assert_outcomes(passed=1)  # with nea, its own option is used
