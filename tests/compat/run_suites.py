@@ -6,6 +6,12 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python tests/compat/run_suites.py --client both    # also Starlette's own client
     .venv/bin/python tests/compat/run_suites.py --suite starlette -- -k stream   # extra pytest args
 
+    # before/after: another checkout of nea (its C extension built in place) vs this one
+    mkdir /tmp/nea-before && git archive main | tar -x -C /tmp/nea-before
+    (cd /tmp/nea-before && "$OLDPWD/.venv/bin/python" setup.py build_ext --inplace)
+    .venv/bin/python tests/compat/run_suites.py --nea-src /tmp/nea-before/src --label before-
+    .venv/bin/python tests/compat/run_suites.py --label after-
+
 What it does, each step skipped when already done:
 
 1. Reads the versions of Starlette and FastAPI installed in the interpreter running it.
@@ -19,7 +25,7 @@ What it does, each step skipped when already done:
    (``--client starlette`` runs the same command without the swap, for comparison).
 5. Prints, per suite and client, how many tests passed, failed and were skipped, and writes
    the failing test ids with their first error line to
-   ``build/compat/<suite>-<client>-failures.txt``.
+   ``build/compat/<label><suite>-<client>-failures.txt``.
 
 Nothing fetched is copied into the repository: ``build/`` is ignored by git.
 Needs network (or a package index) for steps 2 and 3. Runs for several minutes.
@@ -140,10 +146,12 @@ def ensure_suite(name: str, version: str) -> Path:
     return root
 
 
-def run_suite(root: Path, name: str, client: str, extra: list[str]) -> Path:
+def run_suite(root: Path, name: str, client: str, extra: list[str], nea_src: Path | None) -> Path:
     report = WORK / f"{name}-{client}.xml"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PLUGIN_DIR)
+    if nea_src is not None:
+        env["PYTHONPATH"] += os.pathsep + str(nea_src)
     env["NEA_COMPAT_CLIENT"] = client
     cmd = [str(venv_python()), "-m", "pytest", "tests", "-p", "nea_compat_plugin", "-q"]
     # A stuck test must not stall the run; -x is never wanted here.
@@ -153,7 +161,7 @@ def run_suite(root: Path, name: str, client: str, extra: list[str]) -> Path:
     return report
 
 
-def summarize(report: Path, name: str, client: str) -> str:
+def summarize(report: Path, name: str, client: str, label: str) -> str:
     passed = failed = skipped = 0
     failures: list[str] = []
     for case in ET.parse(report).getroot().iter("testcase"):
@@ -167,7 +175,7 @@ def summarize(report: Path, name: str, client: str) -> str:
             skipped += 1
         else:
             passed += 1
-    listing = WORK / f"{name}-{client}-failures.txt"
+    listing = WORK / f"{label}{name}-{client}-failures.txt"
     listing.write_text("".join(line + "\n" for line in sorted(failures)))
     total = passed + failed
     return (
@@ -180,6 +188,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", choices=["starlette", "fastapi", "all"], default="all")
     parser.add_argument("--client", choices=["nea", "starlette", "both"], default="nea")
+    parser.add_argument(
+        "--nea-src",
+        type=Path,
+        help="the src directory of another nea checkout to run instead of this one (e.g. "
+        "one made with `git worktree add` for a before/after comparison; its C extension "
+        "must be built in place, `python setup.py build_ext --inplace`)",
+    )
+    parser.add_argument(
+        "--label", default="", help="a prefix for the report files (e.g. before-, after-)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args()
     suites = ["starlette", "fastapi"] if args.suite == "all" else [args.suite]
@@ -191,8 +209,8 @@ def main() -> int:
     for name in suites:
         root = ensure_suite(name, versions[name])
         for client in clients:
-            report = run_suite(root, name, client, args.pytest_args)
-            lines.append(summarize(report, name, client))
+            report = run_suite(root, name, client, args.pytest_args, args.nea_src, args.label)
+            lines.append(summarize(report, name, client, args.label))
     print()
     print("\n".join(lines))
     return 0
