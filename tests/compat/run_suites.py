@@ -146,8 +146,10 @@ def ensure_suite(name: str, version: str) -> Path:
     return root
 
 
-def run_suite(root: Path, name: str, client: str, extra: list[str], nea_src: Path | None) -> Path:
-    report = WORK / f"{name}-{client}.xml"
+def run_suite(
+    root: Path, name: str, client: str, extra: list[str], nea_src: Path | None, label: str
+) -> Path:
+    report = WORK / f"{label}{name}-{client}.xml"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(PLUGIN_DIR)
     if nea_src is not None:
