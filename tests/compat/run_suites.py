@@ -88,6 +88,7 @@ SUITE_REQUIREMENTS = {
         "trio",
         "typer",
         "logfire",
+        "uvicorn",  # the debugging tutorial's tests import it
     ],
 }
 
