@@ -62,4 +62,6 @@ def test_strict_config_guard_for_runs_without_nea(pytester: pytest.Pytester) -> 
     unguarded.stderr.fnmatch_lines(["*Unknown config option: memory_budget*"])
     pytester.makeconftest(GUARD)
     pytester.runpytest("--strict-config", "-p", "no:nea").assert_outcomes(passed=1)
-    pytester.runpytest("--strict-config").assert_outcomes(passed=1)  # with nea, its own option is used
+    pytester.runpytest("--strict-config").assert_outcomes(
+        passed=1
+    )  # with nea, its own option is used

@@ -273,3 +273,26 @@ async def test_async_client_streams_strips_head_and_reenters() -> None:
         assert response.content == b"012"
         assert (await client.head("/")).content == b""
     assert isinstance(response, httpx.Response)
+
+
+def test_closing_a_complete_response_waits_for_background_work_and_raises_its_error() -> None:
+    finished = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+        # Background work after a complete response (as Starlette's BackgroundTask): the
+        # test closes the response now, which must not cancel this.
+        await anyio.sleep(0)
+        finished.set()
+        raise KeyError("background")
+
+    client = Client(app, lifespan="off")
+    with pytest.raises(KeyError, match="background"), client.stream("GET", "/") as response:
+        assert next(response.iter_raw()) == b"hello"
+    assert finished.is_set()
+    with pytest.raises(KeyError, match="background"):
+        client.get("/")  # reads the whole body: raised at its end
+    quiet = Client(app, lifespan="off", raise_server_exceptions=False)
+    with quiet.stream("GET", "/") as response:
+        assert next(response.iter_raw()) == b"hello"

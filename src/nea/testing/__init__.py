@@ -75,7 +75,8 @@ def _headers(headers: Mapping[str, str] | None) -> httpx.Headers:
 
 class _SyncBody(httpx.SyncByteStream):
     """A response body read from the app as the test iterates it. Closing it cancels an
-    app that has not finished its response and waits for the app to return."""
+    app that has not finished its response, waits for the app to return (background
+    tasks included) and raises the app's exception if the reader has not seen it."""
 
     def __init__(
         self,
@@ -94,8 +95,13 @@ class _SyncBody(httpx.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
+        """Cancel the app if its response is incomplete, wait for it, and raise its
+        exception if the reader has not seen it yet (see ``Call.end_error``)."""
         self._on_close(self)
-        self._cleanup.close()  # idempotent: cancel the app if running, wait, leave the portal
+        self._cleanup.close()  # idempotent: cancel if incomplete, wait, leave the portal
+        error = self._call.end_error()
+        if error is not None:
+            raise error
 
 
 class _SyncTransport(httpx.BaseTransport):
@@ -109,10 +115,12 @@ class _SyncTransport(httpx.BaseTransport):
         with contextlib.ExitStack() as cleanup:
             portal = cleanup.enter_context(self._owner._portal_for_request())
             call: Call = portal.call(Call, driver, request, body)
+            # Run in reverse: cancel an incomplete response's app, wait for the app, then
+            # close the body channel (closing it first would break a pending send).
+            cleanup.callback(portal.call, call.close_reader)
             app_task = portal.start_task_soon(call.run)
             cleanup.callback(concurrent.futures.wait, [app_task])
-            cleanup.callback(portal.call, call.cancel)  # runs first: a no-op once finished
-            cleanup.callback(call.close_reader)
+            cleanup.callback(portal.call, call.cancel_if_incomplete)
             portal.call(call.answered.wait)
             error = call.head_error()
             if error is not None:
@@ -267,10 +275,13 @@ class _AsyncBody(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._on_close(self)
-        self._call.cancel()  # a no-op once the app finished
-        self._call.close_reader()
+        self._call.cancel_if_incomplete()
         with anyio.CancelScope(shield=True):
             await self._task.wait()
+        self._call.close_reader()
+        error = self._call.end_error()
+        if error is not None:
+            raise error
 
 
 class _AsyncTransport(httpx.AsyncBaseTransport):

@@ -174,6 +174,13 @@ class Call:
         """Cancel the app if it is still running (the client closed the response)."""
         self._cancel_scope.cancel()
 
+    def cancel_if_incomplete(self) -> None:
+        """Cancel the app if its response is not complete: a client that hangs up early.
+        An app whose response is complete runs on (Starlette background tasks) and is
+        waited for, as a server lets it finish after the response went out."""
+        if not self._response_complete.is_set():
+            self._cancel_scope.cancel()
+
     async def receive(self) -> Message:
         if not self._body_sent:
             self._body_sent = True
@@ -213,9 +220,10 @@ class Call:
                 "got 'http.response.body' after the body was complete (its last message "
                 "had no 'more_body')"
             )
-        body = message.get("body", b"")
-        if body and not self._head:  # as nea's server: no body on a HEAD response
-            await self._chunks_in.send(bytes(body))  # a copy: the app may reuse its buffer
+        body = b"" if self._head else bytes(message.get("body", b""))  # a copy: the app
+        # may reuse its buffer. As nea's server, no body on a HEAD response. Empty pieces
+        # go through too (the reader skips them), so every ``send`` waits for the reader.
+        await self._chunks_in.send(body)
         if not message.get("more_body", False):
             self._body_complete = True
             if not self.trailers_expected:
@@ -269,7 +277,9 @@ class Call:
         unless ``raise_server_exceptions=False`` (then the partial response stands).
         """
         try:
-            return await self._chunks_out.receive()
+            while not (chunk := await self._chunks_out.receive()):
+                pass
+            return chunk
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         await self.finished.wait()
