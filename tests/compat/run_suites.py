@@ -165,25 +165,29 @@ def run_suite(
 
 
 def summarize(report: Path, name: str, client: str, label: str) -> str:
-    passed = failed = skipped = 0
-    failures: list[str] = []
+    """Count tests, not junit entries: a test that errors at teardown after its call
+    failed has two entries, and counts once (failed if any of its phases failed)."""
+    outcomes: dict[str, str] = {}
+    failures: dict[str, str] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         test_id = f"{case.get('classname')}::{case.get('name')}"
         outcome = next((child for child in case if child.tag in ("failure", "error")), None)
         if outcome is not None:
-            failed += 1
+            outcomes[test_id] = "failed"
             message = (outcome.get("message") or "").strip().splitlines()
-            failures.append(f"{test_id}  {message[0][:200] if message else outcome.tag}")
+            failures.setdefault(test_id, message[0][:200] if message else outcome.tag)
         elif case.find("skipped") is not None:
-            skipped += 1
+            outcomes.setdefault(test_id, "skipped")
         else:
-            passed += 1
+            outcomes.setdefault(test_id, "passed")
+    counts = {kind: list(outcomes.values()).count(kind) for kind in ("passed", "failed", "skipped")}
     listing = WORK / f"{label}{name}-{client}-failures.txt"
-    listing.write_text("".join(line + "\n" for line in sorted(failures)))
-    total = passed + failed
+    listing.write_text("".join(f"{test}  {why}\n" for test, why in sorted(failures.items())))
+    total = counts["passed"] + counts["failed"]
     return (
-        f"{name:9} {client:9} client: {passed} of {total} passed, {failed} failed"
-        f" ({skipped} skipped); failures in {listing.relative_to(REPO)}"
+        f"{name:9} {client:9} client: {counts['passed']} of {total} passed, "
+        f"{counts['failed']} failed ({counts['skipped']} skipped); "
+        f"failures in {listing.relative_to(REPO)}"
     )
 
 
