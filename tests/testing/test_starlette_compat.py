@@ -296,3 +296,25 @@ def test_closing_a_complete_response_waits_for_background_work_and_raises_its_er
     quiet = Client(app, lifespan="off", raise_server_exceptions=False)
     with quiet.stream("GET", "/") as response:
         assert next(response.iter_raw()) == b"hello"
+
+
+@pytest.mark.parametrize("ending", ["close", "with"])
+def test_closing_the_client_cancels_background_work_of_open_responses(ending: str) -> None:
+    cancelled = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+        try:
+            await anyio.sleep_forever()  # background work that never ends by itself
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    client = Client(app)
+    with client if ending == "with" else contextlib.closing(client):
+        response = client.send(client.build_request("GET", "/"), stream=True)
+        assert next(response.iter_raw()) == b"hello"
+    assert cancelled.is_set()

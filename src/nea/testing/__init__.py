@@ -103,6 +103,12 @@ class _SyncBody(httpx.SyncByteStream):
         if error is not None:
             raise error
 
+    def abort(self) -> None:
+        """Close, cancelling the app even if its response is complete (the client is
+        being closed: background work still running is abandoned)."""
+        self._portal.call(self._call.cancel)
+        self.close()
+
 
 class _SyncTransport(httpx.BaseTransport):
     def __init__(self, owner: Client) -> None:
@@ -133,11 +139,11 @@ class _SyncTransport(httpx.BaseTransport):
             return call.response(stream)
 
     def close(self) -> None:
-        """Close the responses still open (cancelling their apps), as closing the client
-        or leaving its ``with`` block does."""
+        """Close the responses still open, cancelling their apps (background work
+        included), as closing the client or leaving its ``with`` block does."""
         with contextlib.ExitStack() as stack:
             for stream in list(self._open):
-                stack.callback(stream.close)
+                stack.callback(stream.abort)
 
 
 class Client(httpx.Client):
@@ -283,6 +289,11 @@ class _AsyncBody(httpx.AsyncByteStream):
         if error is not None:
             raise error
 
+    async def abort(self) -> None:
+        """The async twin of ``_SyncBody.abort``."""
+        self._call.cancel()
+        await self.aclose()
+
 
 class _AsyncTransport(httpx.AsyncBaseTransport):
     def __init__(self, driver: Driver) -> None:
@@ -313,7 +324,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         for stream in list(self._open):
-            await stream.aclose()
+            await stream.abort()
 
 
 class AsyncClient(httpx.AsyncClient):
