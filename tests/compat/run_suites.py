@@ -54,7 +54,7 @@ PLUGIN_DIR = Path(__file__).resolve().parent
 # built on httpx, so under nea the tests get ``httpx.Response`` objects.
 SUITE_REQUIREMENTS = {
     "starlette": [
-        "httpx2",
+        "httpx2[zstd]",  # zstd: the accept-encoding test_request_headers expects
         "itsdangerous",
         "jinja2",
         "python-multipart>=0.0.18",
