@@ -116,8 +116,9 @@ class Driver:
 
 class Call:
     """One request: ``run()`` runs the app (in its own task); the client waits for
-    ``answered``, then reads the body with ``next_chunk()`` and ends with ``cancel()``
-    (a no-op once the app finished) and ``finished``.
+    ``answered``, then reads the body with ``next_chunk()`` and ends with
+    ``cancel_if_incomplete()`` (or ``cancel()`` when the client closes), ``finished`` and
+    ``end_error()``.
 
     ``extensions`` is the response's ``extensions`` dict: ``nea.budget`` becomes the
     request budget's final statistics when the app returns, so it is final once the body
