@@ -37,6 +37,9 @@ INI_OPTION = "memory_budget"
 # also reaches the controller under pytest-xdist and lands in junitxml).
 PEAK_PROPERTY = "nea.memory_peak"
 LIMIT_PROPERTY = "nea.memory_limit"
+# Present when the test's budget tripped: the refused size in bytes (0 when unknown: the
+# tracemalloc meter refuses nothing, it finds the limit passed on exit).
+TRIPPED_PROPERTY = "nea.memory_tripped_refused"
 # The limit of the measuring-only budget that ``--memory-summary`` gives tests that have
 # no budget of their own: large enough never to refuse anything.
 UNLIMITED = sys.maxsize
@@ -56,6 +59,7 @@ class _Measured:
     nodeid: str
     peak: int
     limit: int | None
+    refused: int | None = None  # set when the budget tripped (see TRIPPED_PROPERTY)
 
 
 _plan_key = pytest.StashKey[_Plan]()
@@ -222,6 +226,8 @@ def _record(budget: Budget, plan: _Plan, item: pytest.Item) -> None:
     """Put the test's peak and limit in ``user_properties`` (read by ``_Summary``)."""
     item.user_properties.append((PEAK_PROPERTY, budget.peak))
     item.user_properties.append((LIMIT_PROPERTY, budget.limit if plan.enforced else None))
+    if budget.tripped:
+        item.user_properties.append((TRIPPED_PROPERTY, budget.refused_size))
 
 
 def _explain_failure(exc: BaseException, budget: Budget, plan: _Plan, item: pytest.Item) -> None:
@@ -269,7 +275,9 @@ class _Summary:
         if isinstance(peak, int):
             limit = props.get(LIMIT_PROPERTY)
             limit = limit if isinstance(limit, int) else None
-            self.measured.append(_Measured(report.nodeid, peak, limit))
+            refused = props.get(TRIPPED_PROPERTY)
+            refused = refused if isinstance(refused, int) else None
+            self.measured.append(_Measured(report.nodeid, peak, limit, refused))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         top = sorted(self.measured, key=lambda m: (-m.peak, m.nodeid))[: self.count]
@@ -280,7 +288,19 @@ class _Summary:
         terminalreporter.write_line(f"{'peak':>10}  {'budget':>10}  test")
         for m in top:
             budget = format_size(m.limit) if m.limit is not None else "none"
-            terminalreporter.write_line(f"{format_size(m.peak):>10}  {budget:>10}  {m.nodeid}")
+            line = f"{format_size(m.peak):>10}  {budget:>10}  {m.nodeid}"
+            terminalreporter.write_line(line + _trip_note(m.refused))
+
+
+def _trip_note(refused: int | None) -> str:
+    """The summary's mark for a tripped test, with the size of the allocation that crossed
+    its limit: the peak is only what the budget granted (an allocation past the hard
+    ceiling was refused), not what the test asked for."""
+    if refused is None:
+        return ""
+    if refused == 0:
+        return "  TRIPPED (limit passed, measured on exit)"
+    return f"  TRIPPED (a {format_size(refused)} allocation crossed it)"
 
 
 @pytest.fixture

@@ -55,7 +55,10 @@ def test_summary_includes_failed_tests(inner: pytest.Pytester, meter: str) -> No
     result = inner.runpytest("--memory-summary", "5")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*= nea memory summary: top 5 tests by peak =*", "* MiB  test_fail.py::test_hog"]
+        [
+            "*= nea memory summary: top 5 tests by peak =*",
+            "* MiB  test_fail.py::test_hog  TRIPPED *",
+        ]
     )
 
 

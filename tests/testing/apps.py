@@ -98,9 +98,17 @@ async def trips_after_start(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def no_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
-    """An app that only speaks http (like many hand-written ASGI apps)."""
+    """An app that only speaks http and returns on any other scope."""
     if scope["type"] != "http":
-        raise RuntimeError(f"expected an http scope, got {scope['type']!r}")
+        return
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def raises_on_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that only speaks http and raises on any other scope."""
+    if scope["type"] != "http":
+        raise LookupError(f"expected an http scope, got {scope['type']!r}")
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
