@@ -97,6 +97,9 @@ class ParserLimits:
 
     max_header_bytes: int
     max_body_bytes: int | None = None
+    # Stop parsing after a WebSocket handshake request (the server switches protocols and
+    # takes the bytes that follow it from ``ParserBase.upgrade_rest``).
+    stop_at_websocket: bool = False
 
 
 @dataclass(slots=True)
@@ -117,6 +120,9 @@ class RequestHead:
     content_length: int | None
     chunked: bool
     forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
+    # A WebSocket opening handshake (RFC 6455 §4.2.1): GET, ``connection: upgrade``,
+    # ``upgrade: websocket`` and no body.
+    websocket: bool = False
 
 
 # The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat;
@@ -125,14 +131,31 @@ Event = RequestHead | bytes | EndOfMessage | ProtocolError
 
 
 class ParserBase:
-    """State shared by the backends: the pending event list and body-size accounting."""
+    """State shared by the backends: the pending event list and body-size accounting.
 
-    __slots__ = ("_body_bytes", "_events", "limits")
+    With ``limits.stop_at_websocket``, parsing stops at the end of a WebSocket handshake
+    request: ``upgrade_rest`` then holds the bytes that followed it (the first frames) and
+    the parser must not be fed again unless ``resume()`` is called (the server decided to
+    serve the request as plain HTTP after all)."""
+
+    __slots__ = ("_body_bytes", "_events", "limits", "upgrade_rest")
 
     def __init__(self, limits: ParserLimits) -> None:
         self.limits = limits
         self._events: list[Event] = []
         self._body_bytes = 0
+        self.upgrade_rest: bytes | None = None
+
+    def resume(self) -> list[Event]:
+        """Go on parsing HTTP after a stop at a WebSocket handshake; returns the events of
+        the bytes that followed it."""
+        rest = self.upgrade_rest or b""
+        self.upgrade_rest = None
+        self._restart()
+        return self.feed(rest) if rest else []
+
+    def _restart(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data``; return the events it completes.
@@ -224,6 +247,7 @@ def _derive_head(
     http11 = http_version == "1.1"
     content_length: int | None = None
     chunked = upgrade = expect_continue = has_host = forwarded = False
+    upgrade_value = b""
     transfer_encoding: list[bytes] = []
     connection_tokens: list[bytes] = []
     for kind, value in special:
@@ -243,6 +267,7 @@ def _derive_head(
             expect_continue = http11 and value.strip().lower() == b"100-continue"
         elif kind == _UPGRADE:
             upgrade = True
+            upgrade_value = value
         else:
             forwarded = True
     if transfer_encoding:
@@ -257,6 +282,7 @@ def _derive_head(
             413, f"content-length {content_length} exceeds the {max_body}-byte limit"
         )
     keep_alive = b"close" not in connection_tokens if http11 else b"keep-alive" in connection_tokens
+    upgrade = upgrade and b"upgrade" in connection_tokens
     return RequestHead(
         method,
         target,
@@ -264,10 +290,15 @@ def _derive_head(
         headers,
         keep_alive,
         expect_continue and content_length != 0,
-        upgrade and b"upgrade" in connection_tokens,
+        upgrade,
         content_length,
         chunked,
         forwarded,
+        upgrade
+        and method == "GET"
+        and not chunked
+        and not content_length
+        and b"websocket" in [t.strip() for t in upgrade_value.lower().split(b",")],
     )
 
 

@@ -15,6 +15,7 @@ from nea._admission import Admission
 from nea._errors import ConfigError
 from nea._memory import MemoryPlan, apply_memory_limit, describe_memory_limit, resident_bytes
 from nea._sizes import format_size
+from nea._ws_admission import WebSocketAdmission
 from nea.config import Config
 from nea.meter import _door
 from nea.meter._door import Meter
@@ -31,6 +32,12 @@ def build_admission(config: Config) -> Admission:
         queue=config.queue_size,
         queue_timeout=config.queue_timeout,
     )
+
+
+def build_ws_admission(config: Config) -> WebSocketAdmission:
+    """The WebSocket pool (``--ws-slots``, ``--ws-budget``), apart from the request slots."""
+    ws_budget = None if config.meter == "off" else config.ws_budget
+    return WebSocketAdmission(budget=ws_budget, slots=config.ws_slots)
 
 
 def select_meter(config: Config) -> Meter | None:

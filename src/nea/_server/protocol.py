@@ -19,7 +19,7 @@ from typing import Any
 from nea._http.errors import ProtocolError
 from nea._http.parser import END_OF_MESSAGE, RequestHead
 from nea._http.response import error_response
-from nea._http.scope import apply_proxy_headers, build_scope
+from nea._http.scope import apply_proxy_headers, build_scope, websocket_scope
 from nea._server.cycle import RequestCycle
 from nea._server.state import ServerState, log_access, logger
 
@@ -34,8 +34,8 @@ def _warn_upgrade_once() -> None:
     if not _upgrade_warned:
         _upgrade_warned = True
         logger.warning(
-            "Upgrade requests (e.g. WebSocket) are not supported yet; "
-            "they are served as plain HTTP requests"
+            "Upgrade requests nea does not speak (or WebSocket with --ws none) "
+            "are served as plain HTTP requests"
         )
 
 
@@ -161,6 +161,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._deadline_kind = _NO_DEADLINE
         state = self.state
         if head.upgrade:
+            if head.websocket and state.ws_enabled:
+                self._switch_to_websocket(head)
+                return
             _warn_upgrade_once()
         client, scheme = self.client, state.scheme
         if head.forwarded and state.proxies is not None:
@@ -174,6 +177,41 @@ class HTTPProtocol(asyncio.Protocol):
             self._begin(cycle)
         else:
             self.pipeline.append(cycle)
+
+    def _switch_to_websocket(self, head: RequestHead) -> None:
+        """The protocol switch: hand the transport, and the bytes after the handshake, to a
+        ``WebSocketProtocol``; this object is done with the connection. A handshake that
+        arrives behind unanswered pipelined requests is refused (400): a client waits for
+        the switch before it sends anything else."""
+        rest = self.parser.upgrade_rest
+        if self.cycle is not None or self.pipeline or rest is None:
+            self._protocol_error(ProtocolError(400, "WebSocket handshake behind other requests"))
+            return
+        from nea._server.websocket import WebSocketProtocol  # wsproto: only when used
+
+        state = self.state
+        client, scheme = self.client, state.scheme
+        if head.forwarded and state.proxies is not None:
+            client, scheme = apply_proxy_headers(head, client, scheme, state.proxies)
+        http_scope = build_scope(
+            head, scheme, client, self.server, state.root_path, state.lifespan_state
+        )
+        self._failed = True  # parse nothing more: the bytes are WebSocket frames now
+        self._cancel_timer()
+        self.closed = True  # for HTTP: this object writes nothing more
+        ws = WebSocketProtocol(
+            state,
+            self.loop,
+            self.transport,
+            websocket_scope(http_scope, ws_extensions=True),
+            head.headers,
+            head.target,
+            rest,
+        )
+        state.connections.discard(self)
+        state.connections.add(ws)
+        self.transport.set_protocol(ws)
+        ws.start()
 
     def _begin(self, cycle: RequestCycle) -> None:
         """Make ``cycle`` the one being answered: start it now, or once its body is read."""
