@@ -1,7 +1,7 @@
-"""Parser backend registry: ``--http auto|h11|httptools``.
+"""Backend registry: ``--http auto|h11|httptools`` and ``--ws auto|none|websockets|wsproto``.
 
 Owns: choosing a backend and importing it lazily (httptools is a C extension that may be
-missing). Must not import asyncio, socket or anyio.
+missing; wsproto is optional). Must not import asyncio, socket or anyio.
 """
 
 from __future__ import annotations
@@ -45,3 +45,21 @@ def parser_factory(name: str) -> ParserFactory:
             f"--http {name}: the {resolved} package is not installed ({exc}); "
             f"install it or choose --http h11"
         ) from exc
+
+
+def websocket_backend(name: str) -> str | None:
+    """The WebSocket backend ``--ws`` names: ``wsproto``, or None (``none``; ``auto``
+    without wsproto installed: handshakes are then served as plain HTTP requests).
+    Raises ``ConfigError`` for a backend that cannot be used."""
+    if name == "none":
+        return None
+    if name == "websockets":
+        raise ConfigError(
+            "--ws websockets: nea's WebSocket backend is wsproto (sans-IO, like nea's HTTP "
+            "core); use --ws wsproto or --ws auto (pip install wsproto)"
+        )
+    if importlib.util.find_spec("wsproto") is None:
+        if name == "wsproto":
+            raise ConfigError("--ws wsproto: wsproto is not installed (pip install wsproto)")
+        return None
+    return "wsproto"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nea._http.errors import ProtocolError
@@ -39,6 +40,10 @@ def _warn_upgrade_once() -> None:
         )
 
 
+def _no_write(data: bytes) -> None:
+    pass
+
+
 def _address(value: Any) -> tuple[str, int] | None:
     if isinstance(value, tuple) and len(value) >= 2:
         return (str(value[0]), int(value[1]))
@@ -53,6 +58,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.loop = loop
         self.parser = state.make_parser(state.limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        # The transport's bound write, for the cycle's response path (``CycleHost``).
+        self.write_now: Callable[[bytes], None] = _no_write
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.cycle: RequestCycle | None = None  # the cycle whose response is being written
@@ -78,6 +85,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write_now = self.transport.write
         self.client = _address(transport.get_extra_info("peername"))
         sockname = transport.get_extra_info("sockname")
         # ASGI: a Unix socket server is [path, None]

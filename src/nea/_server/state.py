@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import http
-import importlib.util
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from nea._admission import Admission
-from nea._errors import ConfigError
-from nea._http.backends import parser_factory
+from nea._http.backends import parser_factory, websocket_backend
 from nea._http.parser import ParserLimits
 from nea._http.response import DateHeader, default_header_block
 from nea._http.scope import TrustedProxies
@@ -145,23 +143,6 @@ class ServerState:
     def check_idle(self) -> None:
         if not self.connections and not self.tasks:
             self.idle.set()
-
-
-def websocket_backend(name: str) -> str | None:
-    """The WebSocket backend ``--ws`` names: ``wsproto``, or None (``none``; ``auto``
-    without wsproto installed). Raises ``ConfigError`` for a backend that cannot be used."""
-    if name == "none":
-        return None
-    if name == "websockets":
-        raise ConfigError(
-            "--ws websockets: nea's WebSocket backend is wsproto (sans-IO, like nea's HTTP "
-            "core); install it (pip install wsproto) and use --ws wsproto or --ws auto"
-        )
-    if importlib.util.find_spec("wsproto") is None:
-        if name == "wsproto":
-            raise ConfigError("--ws wsproto: wsproto is not installed (pip install wsproto)")
-        return None
-    return "wsproto"
 
 
 def _status_text(status: int) -> str:
