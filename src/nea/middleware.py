@@ -10,8 +10,8 @@ those only need ``__init__(app, **options)`` and ``__call__(scope, receive, send
 from __future__ import annotations
 
 from nea._admission import Admission, AdmissionStatistics
-from nea._ws_admission import WebSocketAdmission
 from nea._types import ASGIApp, Receive, Scope, Send
+from nea._ws_admission import WebSocketAdmission
 from nea.config import DEFAULT_BUDGET_BYTES, DEFAULT_QUEUE_TIMEOUT_SECONDS, default_queue
 
 __all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
@@ -48,9 +48,7 @@ class MemoryBudgetMiddleware:
     ) -> None:
         self.app = app
         self.ws_admission = (
-            None
-            if ws_budget is None
-            else WebSocketAdmission(budget=ws_budget, slots=ws_slots)
+            None if ws_budget is None else WebSocketAdmission(budget=ws_budget, slots=ws_slots)
         )
         if queue is None and slots is not None:
             queue = default_queue(slots)

@@ -43,11 +43,11 @@ def url(srv: Any) -> str:
 
 
 async def test_live_memory_trips_its_own_connection_only(
-    native: str, backend: str, caplog: pytest.LogCaptureFixture
+    native: str, backend: str, ws_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="nea.error"):
         async with (
-            run_server(keeper, http=backend, ws_budget="4MiB", ws_slots=4) as srv,
+            run_server(keeper, http=backend, ws=ws_backend, ws_budget="4MiB", ws_slots=4) as srv,
             connect(url(srv)) as neighbour,
             connect(url(srv)) as hog,
         ):
@@ -65,8 +65,10 @@ async def test_live_memory_trips_its_own_connection_only(
     assert warnings[0].startswith("out of memory: WebSocket / exceeded its budget of 4.0 MiB")
 
 
-async def test_full_pool_denies_503_and_holds_no_request_slot(backend: str) -> None:
-    async with run_server(keeper, http=backend, ws_slots=1, slots=1) as srv:
+async def test_full_pool_denies_503_and_holds_no_request_slot(
+    backend: str, ws_backend: str
+) -> None:
+    async with run_server(keeper, http=backend, ws=ws_backend, ws_slots=1, slots=1) as srv:
         async with connect(url(srv)) as first:
             with pytest.raises(InvalidStatus) as info:
                 async with connect(url(srv)):
@@ -79,9 +81,11 @@ async def test_full_pool_denies_503_and_holds_no_request_slot(backend: str) -> N
             assert await again.recv() == "x"
 
 
-async def test_middleware_gives_websockets_a_budget(native: str, backend: str) -> None:
+async def test_middleware_gives_websockets_a_budget(
+    native: str, backend: str, ws_backend: str
+) -> None:
     app = MemoryBudgetMiddleware(keeper, ws_budget="2MiB", ws_slots=2)
-    async with run_server(app, http=backend, ws_budget="64MiB") as srv:
+    async with run_server(app, http=backend, ws=ws_backend, ws_budget="64MiB") as srv:
         async with connect(url(srv)) as ws:
             await ws.send("budget")
             assert await ws.recv() == str(2 * MiB)
@@ -94,8 +98,13 @@ async def test_middleware_gives_websockets_a_budget(native: str, backend: str) -
         assert app.ws_admission is not None and app.ws_admission.tripped == 1
 
 
-async def test_middleware_without_ws_budget_passes_websockets_through(backend: str) -> None:
+async def test_middleware_without_ws_budget_passes_websockets_through(
+    backend: str, ws_backend: str
+) -> None:
     app = MemoryBudgetMiddleware(keeper)
-    async with run_server(app, http=backend, ws_budget="3MiB") as srv, connect(url(srv)) as ws:
+    async with (
+        run_server(app, http=backend, ws=ws_backend, ws_budget="3MiB") as srv,
+        connect(url(srv)) as ws,
+    ):
         await ws.send("budget")
         assert await ws.recv() == str(3 * MiB)  # the server's budget, not the middleware's

@@ -22,12 +22,12 @@ pytestmark = pytest.mark.asyncio
 RATE_PER_SECOND = 1000
 
 
-async def test_message_rate(backend: str) -> None:
+async def test_message_rate(backend: str, ws_backend: str) -> None:
     seconds = float(os.environ.get("NEA_WS_SOAK_SECONDS", "1"))
     total = int(RATE_PER_SECOND * seconds)
     batch = 10  # paced in batches of 10 every 10 ms: 1000 messages per second
     async with (
-        run_server(echo, http=backend) as srv,
+        run_server(echo, http=backend, ws=ws_backend) as srv,
         connect(f"ws://{srv.host}:{srv.port}/", compression=None) as ws,
     ):
         loop = asyncio.get_running_loop()
@@ -54,7 +54,7 @@ async def test_message_rate(backend: str) -> None:
     assert worst_lag < 1.0, f"an echo came {worst_lag:.3f}s after its send time"
 
 
-async def test_fastapi_websocket_route(backend: str) -> None:
+async def test_fastapi_websocket_route(backend: str, ws_backend: str) -> None:
     app = FastAPI()
 
     @app.websocket("/ws/{name}")
@@ -68,7 +68,7 @@ async def test_fastapi_websocket_route(backend: str) -> None:
             await websocket.send_json({"name": name, "text": text})
 
     async with (
-        run_server(app, http=backend) as srv,
+        run_server(app, http=backend, ws=ws_backend) as srv,
         connect(f"ws://{srv.host}:{srv.port}/ws/ada") as ws,
     ):
         await ws.send("hi")

@@ -38,8 +38,8 @@ async def open_client(srv: Any, **options: Any) -> AsyncIterator[WsprotoClient]:
             await client.writer.wait_closed()
 
 
-async def test_echo_fragments_ping_and_close(backend: str) -> None:
-    async with run_server(echo, http=backend) as srv, open_client(srv) as client:
+async def test_echo_fragments_ping_and_close(backend: str, ws_backend: str) -> None:
+    async with run_server(echo, http=backend, ws=ws_backend) as srv, open_client(srv) as client:
         assert isinstance(await client.handshake(), AcceptConnection)
         await client.send(TextMessage(data="hel", message_finished=False))
         await client.send(TextMessage(data="lo", message_finished=True))
@@ -59,8 +59,8 @@ async def test_echo_fragments_ping_and_close(backend: str) -> None:
         assert answer is not None and answer.code == 4002
 
 
-async def test_server_close_code(backend: str) -> None:
-    async with run_server(echo, http=backend) as srv, open_client(srv) as client:
+async def test_server_close_code(backend: str, ws_backend: str) -> None:
+    async with run_server(echo, http=backend, ws=ws_backend) as srv, open_client(srv) as client:
         await client.handshake()
         await client.send(TextMessage(data="close"))
         event = await client.next_event()
@@ -68,9 +68,9 @@ async def test_server_close_code(backend: str) -> None:
         assert (event.code, event.reason) == (4000, "bye")
 
 
-async def test_subprotocol_and_deflate(backend: str) -> None:
+async def test_subprotocol_and_deflate(backend: str, ws_backend: str) -> None:
     async with (
-        run_server(echo, http=backend) as srv,
+        run_server(echo, http=backend, ws=ws_backend) as srv,
         open_client(srv, subprotocols=["x", "chat"], deflate=True) as client,
     ):
         accepted = await client.handshake()
@@ -83,31 +83,31 @@ async def test_subprotocol_and_deflate(backend: str) -> None:
         await client.close()
 
 
-async def test_close_before_accept_is_403(backend: str) -> None:
+async def test_close_before_accept_is_403(backend: str, ws_backend: str) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.close"})
 
-    async with run_server(app, http=backend) as srv, open_client(srv) as client:
+    async with run_server(app, http=backend, ws=ws_backend) as srv, open_client(srv) as client:
         rejected = await client.handshake()
         assert isinstance(rejected, RejectConnection) and rejected.status_code == 403
 
 
-async def test_denial_response(backend: str) -> None:
+async def test_denial_response(backend: str, ws_backend: str) -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.http.response.start", "status": 418, "headers": []})
         await send({"type": "websocket.http.response.body", "body": b"teapot"})
 
-    async with run_server(app, http=backend) as srv, open_client(srv) as client:
+    async with run_server(app, http=backend, ws=ws_backend) as srv, open_client(srv) as client:
         rejected = await client.handshake()
         assert isinstance(rejected, RejectConnection) and rejected.status_code == 418
         assert await client.reject_body() == b"teapot"
 
 
-async def test_max_size_1009(backend: str) -> None:
+async def test_max_size_1009(backend: str, ws_backend: str) -> None:
     async with (
-        run_server(echo, http=backend, ws_max_size=100) as srv,
+        run_server(echo, http=backend, ws=ws_backend, ws_max_size=100) as srv,
         open_client(srv) as client,
     ):
         await client.handshake()
@@ -117,7 +117,7 @@ async def test_max_size_1009(backend: str) -> None:
         assert isinstance(event, CloseConnection) and event.code == 1009
 
 
-async def test_frames_sent_with_the_handshake_are_not_lost(backend: str) -> None:
+async def test_frames_sent_with_the_handshake_are_not_lost(backend: str, ws_backend: str) -> None:
     # One write: the handshake and a masked text frame "early" (RFC 6455 §5.2) behind it.
     key = b"dGhlIHNhbXBsZSBub25jZQ=="
     mask = b"\x01\x02\x03\x04"
@@ -127,7 +127,7 @@ async def test_frames_sent_with_the_handshake_are_not_lost(backend: str) -> None
         b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     frame = b"\x81" + bytes([0x80 | 5]) + mask + payload
-    async with run_server(echo, http=backend) as srv:
+    async with run_server(echo, http=backend, ws=ws_backend) as srv:
         reader, writer = await asyncio.open_connection(srv.host, srv.port)
         writer.write(request + frame)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_SECONDS)

@@ -48,18 +48,36 @@ def parser_factory(name: str) -> ParserFactory:
 
 
 def websocket_backend(name: str) -> str | None:
-    """The WebSocket backend ``--ws`` names: ``wsproto``, or None (``none``; ``auto``
-    without wsproto installed: handshakes are then served as plain HTTP requests).
-    Raises ``ConfigError`` for a backend that cannot be used."""
+    """The WebSocket backend ``--ws`` names: ``websockets`` or ``wsproto``, or None
+    (``none``, or ``auto`` with neither installed: handshakes are then served as plain
+    HTTP requests). ``auto`` prefers websockets, as uvicorn does. Raises ``ConfigError``
+    for a backend that is not installed."""
     if name == "none":
         return None
-    if name == "websockets":
-        raise ConfigError(
-            "--ws websockets: nea's WebSocket backend is wsproto (sans-IO, like nea's HTTP "
-            "core); use --ws wsproto or --ws auto (pip install wsproto)"
-        )
-    if importlib.util.find_spec("wsproto") is None:
-        if name == "wsproto":
-            raise ConfigError("--ws wsproto: wsproto is not installed (pip install wsproto)")
+    if name == "auto":
+        for candidate in ("websockets", "wsproto"):
+            if _websocket_package_ok(candidate):
+                return candidate
         return None
-    return "wsproto"
+    if not _websocket_package_ok(name):
+        raise ConfigError(
+            f"--ws {name}: the {name} package is not installed (or too old: websockets "
+            f"needs 13 or later for its sans-IO API); install it or choose another --ws"
+        )
+    return name
+
+
+def _websocket_package_ok(name: str) -> bool:
+    if importlib.util.find_spec(name) is None:
+        return False
+    if name == "websockets":
+        return importlib.util.find_spec("websockets.server") is not None and _has_sans_io()
+    return True
+
+
+def _has_sans_io() -> bool:
+    try:
+        from websockets.server import ServerProtocol  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -195,7 +195,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.cycle is not None or self.pipeline or rest is None:
             self._protocol_error(ProtocolError(400, "WebSocket handshake behind other requests"))
             return
-        from nea._server.websocket import WebSocketProtocol  # wsproto: only when used
+        from nea._server.websocket import WebSocketProtocol
 
         state = self.state
         client, scheme = self.client, state.scheme
@@ -212,8 +212,9 @@ class HTTPProtocol(asyncio.Protocol):
             self.loop,
             self.transport,
             websocket_scope(http_scope, ws_extensions=True),
-            head.headers,
-            head.target,
+            state.make_ws_engine(
+                head.headers, head.target, state.config.ws_max_size, state.ws_deflate
+            ),
             rest,
         )
         state.connections.discard(self)

@@ -20,6 +20,7 @@ from nea._http.backends import parser_factory, websocket_backend
 from nea._http.parser import ParserLimits
 from nea._http.response import DateHeader, default_header_block
 from nea._http.scope import TrustedProxies
+from nea._http.ws_engines import engine_factory
 from nea._server.budgets import build_admission, build_ws_admission, release_idle_memory
 from nea._sizes import format_size
 from nea._types import ASGIApp
@@ -62,7 +63,10 @@ class ServerState:
         self.on_request = on_request
         self.make_parser = parser_factory(config.http)
         # WebSocket handshakes switch protocols (--ws); ``none`` serves them as HTTP.
-        self.ws_enabled = websocket_backend(config.ws) is not None
+        ws_backend = websocket_backend(config.ws)
+        self.ws_enabled = ws_backend is not None
+        self.make_ws_engine = engine_factory(ws_backend or "wsproto")
+        self.ws_deflate = config.ws_per_message_deflate
         self.ws_admission = build_ws_admission(config)
         self.limits = ParserLimits(
             config.limit_request_headers,

@@ -1,4 +1,4 @@
-"""The asyncio ``Protocol`` of one WebSocket connection, on wsproto (sans-IO).
+"""The asyncio ``Protocol`` of one WebSocket connection, over a sans-IO frame engine.
 
 Owns: the ASGI ``websocket`` protocol (spec 2.4) for a connection that ``HTTPProtocol``
 switched over after a handshake request: ``websocket.connect``/``receive``/``disconnect``
@@ -6,6 +6,7 @@ in, ``accept``/``send``/``close`` and the denial response (``websocket.http.resp
 out; message size (``--ws-max-size``, 1009), the receive queue (``--ws-max-queue``, reading
 pauses when it is full), keepalive pings (``--ws-ping-interval``/``--ws-ping-timeout``),
 permessage-deflate, and what happens when the app fails (500 before accept, 1011 after).
+The frames themselves are the engine's (``nea._http.ws_engines``: wsproto or websockets).
 The app runs through the server's ``WebSocketAdmission`` (the WebSocket pool).
 Must not import ``nea.server``.
 """
@@ -16,23 +17,7 @@ import asyncio
 import collections
 from typing import Any, NoReturn
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
-    Pong,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
-from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
-
+from nea._http.ws_engines import CLOSE, MESSAGE, PONG, EngineError, WebSocketEngine
 from nea._server.state import ServerState, logger
 from nea._types import Message as ASGIMessage
 
@@ -41,6 +26,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_ABNORMAL = 1006  # never sent: what the app sees when the TCP connection just ends
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -62,8 +48,7 @@ class WebSocketProtocol(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         transport: asyncio.Transport,
         scope: dict[str, Any],
-        headers: list[tuple[bytes, bytes]],
-        target: bytes,
+        engine: WebSocketEngine,
         rest: bytes,
     ) -> None:
         self.state = state
@@ -73,9 +58,7 @@ class WebSocketProtocol(asyncio.Protocol):
         config = state.config
         self.max_size = config.ws_max_size
         self.max_queue = config.ws_max_queue
-        self.conn = WSConnection(ConnectionType.SERVER)
-        self.conn.initiate_upgrade_connection(headers, target)
-        self._request: Request | None = None
+        self.engine = engine
         self._pending = rest  # frames that arrived with the handshake, parsed after accept
         self._handshake = _CONNECTING
         self._connect_sent = False
@@ -95,15 +78,9 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def start(self) -> None:
         """Read the handshake and start the app (called once, right after the switch)."""
-        try:
-            for event in self.conn.events():
-                if isinstance(event, Request):
-                    self._request = event
-        except RemoteProtocolError as exc:
-            self._reject_bad_handshake(str(exc))
-            return
-        if self._request is None:
-            self._reject_bad_handshake("not a WebSocket handshake")
+        problem = self.engine.handshake_error()
+        if problem is not None:
+            self._reject_bad_handshake(problem)
             return
         state = self.state
         if state.on_request is not None:
@@ -146,49 +123,56 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._handshake == _CONNECTING:
             self._pending += data  # a client sending frames before the 101 (rare)
             return
-        self.conn.receive_data(data)
+        engine = self.engine
         try:
-            for event in self.conn.events():
-                self._on_event(event)
-        except RemoteProtocolError as exc:
-            logger.debug("WebSocket protocol error: %s", exc)
-            self._fail(CLOSE_PROTOCOL_ERROR, "protocol error")
-
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, Message):
-            self._on_message(event)
-        elif isinstance(event, Ping):
-            self._write(event.response())
-        elif isinstance(event, Pong):
-            self._on_pong()
-        elif isinstance(event, CloseConnection):
-            if not self._close_sent:
+            events = engine.receive(data)
+        except EngineError as exc:
+            logger.debug("WebSocket closed by the server: %s", exc)
+            if exc.close_sent:
                 self._close_sent = True
-                self._write(event.response())
-            self._disconnected(event.code, event.reason or "")
-            self.close_transport()
+                self._write_bytes(engine.output())
+            self._fail(exc.code, exc.reason)
+            return
+        out = engine.output()
+        if out:
+            self._write_bytes(out)
+        for event in events:
+            kind = event[0]
+            if kind == MESSAGE:
+                self._on_message(event[1], event[2], event[3])
+            elif kind == PONG:
+                self._on_pong()
+            elif kind == CLOSE:
+                self._close_sent = True  # the engine answered it
+                self._disconnected(event[1], event[2])
+                self.close_transport()
 
-    def _on_message(self, event: Message[Any]) -> None:
+    def _on_message(self, data: str | bytes, finished: bool, is_text: bool) -> None:
         if self.closed or self._close_sent:
             return
-        data = event.data
         self._fragment_bytes += len(data)
         if self._fragment_bytes > self.max_size:
             self._fail(CLOSE_TOO_BIG, "message too big")
             return
-        if not event.message_finished:
+        if not finished:
             self._fragments.append(data)
             return
         fragments = self._fragments
         if fragments:
             fragments.append(data)
-            data = "".join(fragments) if isinstance(event, TextMessage) else b"".join(fragments)  # type: ignore[arg-type]
+            data = "".join(fragments) if type(data) is str else b"".join(fragments)  # type: ignore[arg-type]
             self._fragments = []
         self._fragment_bytes = 0
-        if isinstance(event, TextMessage):
+        if is_text:
+            if type(data) is not str:
+                try:
+                    data = data.decode("utf-8")  # type: ignore[union-attr]
+                except UnicodeDecodeError:
+                    self._fail(CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")
+                    return
             message: ASGIMessage = {"type": "websocket.receive", "text": data}
         else:
-            message = {"type": "websocket.receive", "bytes": bytes(data)}
+            message = {"type": "websocket.receive", "bytes": bytes(data)}  # type: ignore[arg-type]
         self._queue.append(message)
         self._wake()
         if len(self._queue) >= self.max_queue and not self._read_paused:
@@ -207,7 +191,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Close the connection from the server's side (too big, protocol error, no pong)."""
         if not self._close_sent and self._handshake == _ACCEPTED:
             self._close_sent = True
-            self._write(CloseConnection(code=code, reason=reason))
+            self._write_bytes(self.engine.close(code, reason))
         self._disconnected(code, reason)
         self.close_transport()
 
@@ -221,7 +205,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _ping(self) -> None:
         if self.closed or self._close_sent:
             return
-        self._write(Ping(payload=b"nea"))
+        self._write_bytes(self.engine.ping(b"nea"))
         timeout = self.state.config.ws_ping_timeout
         if timeout:
             self._pong_timer = self.loop.call_later(
@@ -269,7 +253,7 @@ class WebSocketProtocol(asyncio.Protocol):
             code = CLOSE_INTERNAL_ERROR if error else CLOSE_NORMAL
             if not self._close_sent and not self.closed:
                 self._close_sent = True
-                self._write(CloseConnection(code=code))
+                self._write_bytes(self.engine.close(code, ""))
             self.close_transport()
         elif self._handshake == _DENYING:
             self.close_transport()  # an unfinished denial response: cut it off
@@ -316,7 +300,7 @@ class WebSocketProtocol(asyncio.Protocol):
             elif kind == "websocket.close":
                 self._close_sent = True
                 code = message.get("code") or CLOSE_NORMAL
-                self._write(CloseConnection(code=code, reason=message.get("reason") or None))
+                self._write_bytes(self.engine.close(code, message.get("reason") or ""))
                 self._disconnected(code, message.get("reason") or "")
                 self.close_transport()
             else:
@@ -327,7 +311,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if kind != "websocket.http.response.body":
                 self._protocol_error(f"expected 'websocket.http.response.body', got {kind!r}")
             more = bool(message.get("more_body", False))
-            self._write(RejectData(data=message.get("body", b""), body_finished=not more))
+            self._write_bytes(self.engine.reject_body(message.get("body", b""), not more))
             if not more:
                 self._handshake = _CLOSED
                 self.close_transport()
@@ -348,7 +332,7 @@ class WebSocketProtocol(asyncio.Protocol):
             assert isinstance(status, int)  # for mypy: checked above
             headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ())]
             self._handshake = _DENYING
-            self._write(RejectConnection(status_code=status, headers=headers, has_body=True))
+            self._write_bytes(self.engine.reject(status, headers, True))
         else:
             self._protocol_error(
                 f"expected 'websocket.accept', 'websocket.close' or "
@@ -357,17 +341,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _accept(self, message: ASGIMessage) -> None:
         headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers") or ()]
-        extensions: list[Extension] = []
-        if self.state.config.ws_per_message_deflate:
-            extensions.append(PerMessageDeflate())
         self._handshake = _ACCEPTED
-        self._write(
-            AcceptConnection(
-                subprotocol=message.get("subprotocol"),
-                extensions=extensions,
-                extra_headers=headers,
-            )
-        )
+        self._write_bytes(self.engine.accept(message.get("subprotocol"), headers))
         self._schedule_ping()
         pending, self._pending = self._pending, b""
         if pending:
@@ -377,18 +352,16 @@ class WebSocketProtocol(asyncio.Protocol):
         self._handshake = _CLOSED
         if self.closed:
             return
-        self._write(RejectConnection(status_code=status, headers=headers, has_body=False))
+        self._write_bytes(self.engine.reject(status, headers, False))
         self.close_transport()
 
     def _send_data(self, message: ASGIMessage) -> None:
-        text = message.get("text")
-        if text is not None:
-            self._write(TextMessage(data=text))
-            return
-        data = message.get("bytes")
+        data = message.get("text")
         if data is None:
-            self._protocol_error("expected 'bytes' or 'text' in 'websocket.send'")
-        self._write(BytesMessage(data=data))
+            data = message.get("bytes")
+            if data is None:
+                self._protocol_error("expected 'bytes' or 'text' in 'websocket.send'")
+        self._write_bytes(self.engine.send(data))
 
     def _protocol_error(self, problem: str) -> NoReturn:
         logger.error("ASGI protocol error in WebSocket %r: %s", self.scope.get("path"), problem)
@@ -404,12 +377,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # writing and closing ------------------------------------------------------------------
 
-    def _write(self, event: Event) -> None:
-        try:
-            data = self.conn.send(event)
-        except LocalProtocolError as exc:
-            logger.debug("WebSocket: %s", exc)
-            return
+    def _write_bytes(self, data: bytes) -> None:
         if data and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -427,6 +395,6 @@ class WebSocketProtocol(asyncio.Protocol):
         """Graceful stop: the client is told the server is going away (1001)."""
         if self._handshake == _ACCEPTED and not self._close_sent and not self.closed:
             self._close_sent = True
-            self._write(CloseConnection(code=CLOSE_GOING_AWAY))
+            self._write_bytes(self.engine.close(CLOSE_GOING_AWAY, ""))
             self._disconnected(CLOSE_GOING_AWAY, "")
         self.close_transport()
