@@ -1,17 +1,19 @@
 """WebSocket echo round-trips per second: nea against uvicorn, in the same run.
 
-Each row serves ``_apps:ws_echo`` with nea (``--ws wsproto``) and with uvicorn using the
-row's backend (uvloop + httptools for both, access log off), one server at a time,
-alternating which goes first in each round. The client (the ``websockets`` package, in this
-process) opens ``--connections`` connections; each sends a 32-byte text message and waits
-for its echo, again and again, for ``--duration`` seconds. The table shows the median
-round-trips/second over ``--rounds`` rounds and nea/uvicorn. nea's only backend is wsproto,
-so the ``websockets`` row compares nea on wsproto with uvicorn on websockets.
+Each row serves ``_apps:ws_echo`` with nea and with uvicorn, each with the row's backend
+(``NEA:UVICORN`` ``--ws`` values; uvloop + httptools for both, access log off), one server
+at a time, alternating which goes first in each round. nea always drives websockets
+through its sans-IO API, so ``websockets:websockets-sansio`` is the like-for-like row and
+``websockets:websockets`` compares against uvicorn's older (default) websockets backend.
+The client (the ``websockets`` package, in this process) opens ``--connections``
+connections; each sends a 32-byte text message and waits for its echo, again and again,
+for ``--duration`` seconds. The table shows the median round-trips/second over
+``--rounds`` rounds and nea/uvicorn.
 
     python bench/websocket.py                       # 3 rounds, 8 connections, 3 s
     python bench/websocket.py --rounds 1 --duration 1
 
-All traffic goes to 127.0.0.1. Needs the ``bench`` extra plus wsproto and websockets.
+All traffic goes to 127.0.0.1. Needs the ``bench`` extra (it has wsproto and websockets).
 """
 
 from __future__ import annotations
@@ -67,20 +69,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--rows", default="wsproto,websockets")
+    parser.add_argument(
+        "--rows", default="wsproto:wsproto,websockets:websockets-sansio,websockets:websockets"
+    )
     args = parser.parse_args()
     print(
         f"echo round-trips/s, {args.connections} connections, {args.duration:g} s, "
         f"median of {args.rounds} rounds (python {sys.version.split()[0]})"
     )
-    print(f"{'uvicorn --ws':<12} {'nea':>10} {'uvicorn':>10} {'nea/uvicorn':>12}")
-    for backend in args.rows.split(","):
+    print(f"{'--ws nea:uvicorn':<33} {'nea':>8} {'uvicorn':>8} {'nea/uvicorn':>12}")
+    for row in args.rows.split(","):
+        nea_backend, _, backend = row.partition(":")
         nea_rates: list[float] = []
         uvicorn_rates: list[float] = []
         for round_number in range(args.rounds):
             port = free_port()
             runs = [
-                ("nea", nea_command("_apps:ws_echo", port, "--ws", "wsproto"), nea_rates),
+                ("nea", nea_command("_apps:ws_echo", port, "--ws", nea_backend), nea_rates),
                 (
                     "uvicorn",
                     [*uvicorn_command("_apps:ws_echo", port), "--ws", backend],
@@ -93,10 +98,7 @@ def main() -> None:
                 rates.append(measure(command, port, what, args.connections, args.duration))
         nea_rate = statistics.median(nea_rates)
         uvicorn_rate = statistics.median(uvicorn_rates)
-        print(
-            f"{backend:<12} {nea_rate:>10.0f} {uvicorn_rate:>10.0f} "
-            f"{nea_rate / uvicorn_rate:>11.2f}×"
-        )
+        print(f"{row:<33} {nea_rate:>8.0f} {uvicorn_rate:>8.0f} {nea_rate / uvicorn_rate:>11.2f}×")
 
 
 if __name__ == "__main__":

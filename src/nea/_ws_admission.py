@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from nea._admission import SlotPool, _check_budget, _check_count, _counts_as_trip, _with_budget
@@ -50,7 +51,9 @@ class _GuardedSend:
         self.accepted = False
         self.answered = False
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain function returning the server's awaitable: no coroutine of its own per
+        # message. Raising here is raising from the app's ``await send(...)``.
         handle = self.handle
         if handle is not None and _door.tripped(handle):
             raise _door.exceeded(self.budget)
@@ -58,7 +61,7 @@ class _GuardedSend:
             kind = message.get("type")
             self.accepted = kind == "websocket.accept"
             self.answered = True
-        await self.send(message)
+        return self.send(message)
 
 
 class WebSocketAdmission:
