@@ -49,11 +49,6 @@ class H11Parser(ParserBase):
         self._chunks: ChunkedDecoder | None = None
         self._websocket = False  # the last head was a WebSocket handshake to stop after
 
-    def _restart(self) -> None:
-        self._conn = self._new_connection()
-        self._head_parts = []
-        self._chunks = None
-
     def _new_connection(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
 
@@ -129,7 +124,7 @@ class H11Parser(ParserBase):
             self.limits,
         )
         if head.upgrade:
-            self._websocket = head.websocket and self.limits.stop_at_websocket
+            self._websocket = self.limits.stop_at_websocket and head.is_websocket()
         self._emit_head(head)
         return head
 

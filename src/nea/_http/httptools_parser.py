@@ -62,12 +62,6 @@ class HttptoolsParser(ParserBase):
         self._completed_in_feed = False
         self._websocket = False  # the last head was a WebSocket handshake
 
-    def _restart(self) -> None:
-        self._parser = _new_parser(self)
-        self._in_head = True
-        self._began = False
-        self._head_bytes = 0
-
     @property
     def head_pending(self) -> bool:
         return self._began
@@ -134,7 +128,7 @@ class HttptoolsParser(ParserBase):
             self.limits,
         )
         if head.upgrade:
-            self._websocket = head.websocket
+            self._websocket = head.is_websocket()
         self._events.append(head)
 
     def on_body(self, body: bytes) -> None:

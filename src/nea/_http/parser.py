@@ -120,9 +120,17 @@ class RequestHead:
     content_length: int | None
     chunked: bool
     forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
-    # A WebSocket opening handshake (RFC 6455 §4.2.1): GET, ``connection: upgrade``,
-    # ``upgrade: websocket`` and no body.
-    websocket: bool = False
+
+    def is_websocket(self) -> bool:
+        """Is this a WebSocket opening handshake (RFC 6455 §4.2.1): GET, ``connection:
+        upgrade``, ``upgrade: websocket`` and no body? Asked only of ``upgrade`` heads, so
+        plain requests pay nothing for it."""
+        if not self.upgrade or self.method != "GET" or self.chunked or self.content_length:
+            return False
+        for name, value in self.headers:
+            if name == b"upgrade":
+                return b"websocket" in [t.strip() for t in value.lower().split(b",")]
+        return False
 
 
 # The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat;
@@ -135,8 +143,7 @@ class ParserBase:
 
     With ``limits.stop_at_websocket``, parsing stops at the end of a WebSocket handshake
     request: ``upgrade_rest`` then holds the bytes that followed it (the first frames) and
-    the parser must not be fed again unless ``resume()`` is called (the server decided to
-    serve the request as plain HTTP after all)."""
+    the parser must not be fed again: the connection speaks WebSocket from there on."""
 
     __slots__ = ("_body_bytes", "_events", "limits", "upgrade_rest")
 
@@ -145,17 +152,6 @@ class ParserBase:
         self._events: list[Event] = []
         self._body_bytes = 0
         self.upgrade_rest: bytes | None = None
-
-    def resume(self) -> list[Event]:
-        """Go on parsing HTTP after a stop at a WebSocket handshake; returns the events of
-        the bytes that followed it."""
-        rest = self.upgrade_rest or b""
-        self.upgrade_rest = None
-        self._restart()
-        return self.feed(rest) if rest else []
-
-    def _restart(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data``; return the events it completes.
@@ -247,7 +243,6 @@ def _derive_head(
     http11 = http_version == "1.1"
     content_length: int | None = None
     chunked = upgrade = expect_continue = has_host = forwarded = False
-    upgrade_value = b""
     transfer_encoding: list[bytes] = []
     connection_tokens: list[bytes] = []
     for kind, value in special:
@@ -267,7 +262,6 @@ def _derive_head(
             expect_continue = http11 and value.strip().lower() == b"100-continue"
         elif kind == _UPGRADE:
             upgrade = True
-            upgrade_value = value
         else:
             forwarded = True
     if transfer_encoding:
@@ -282,7 +276,6 @@ def _derive_head(
             413, f"content-length {content_length} exceeds the {max_body}-byte limit"
         )
     keep_alive = b"close" not in connection_tokens if http11 else b"keep-alive" in connection_tokens
-    upgrade = upgrade and b"upgrade" in connection_tokens
     return RequestHead(
         method,
         target,
@@ -290,15 +283,10 @@ def _derive_head(
         headers,
         keep_alive,
         expect_continue and content_length != 0,
-        upgrade,
+        upgrade and b"upgrade" in connection_tokens,
         content_length,
         chunked,
         forwarded,
-        upgrade
-        and method == "GET"
-        and not chunked
-        and not content_length
-        and b"websocket" in [t.strip() for t in upgrade_value.lower().split(b",")],
     )
 
 

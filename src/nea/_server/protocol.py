@@ -169,7 +169,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._deadline_kind = _NO_DEADLINE
         state = self.state
         if head.upgrade:
-            if head.websocket and state.ws_enabled:
+            if state.ws_enabled and head.is_websocket():
                 self._switch_to_websocket(head)
                 return
             _warn_upgrade_once()
