@@ -136,3 +136,47 @@ async def test_frames_sent_with_the_handshake_are_not_lost(backend: str, ws_back
         echoed = await asyncio.wait_for(reader.readexactly(7), IO_TIMEOUT_SECONDS)
         assert echoed == b"\x81\x05early"
         writer.close()
+
+
+async def test_keepalive_ping_and_pong_timeout(backend: str, ws_backend: str) -> None:
+    # The wsproto client answers nothing by itself: the server's ping arrives, and with no
+    # pong the connection is closed with 1011 once --ws-ping-timeout has passed.
+    async with (
+        run_server(
+            echo, http=backend, ws=ws_backend, ws_ping_interval=0.05, ws_ping_timeout=0.05
+        ) as srv,
+        open_client(srv) as client,
+    ):
+        await client.handshake()
+        event = await client.next_event()
+        assert isinstance(event, Ping)
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection) and event.code == 1011
+
+
+async def test_answered_pings_keep_the_connection(backend: str, ws_backend: str) -> None:
+    async with (
+        run_server(
+            echo, http=backend, ws=ws_backend, ws_ping_interval=0.01, ws_ping_timeout=5
+        ) as srv,
+        open_client(srv) as client,
+    ):
+        await client.handshake()
+        for _ in range(3):
+            ping = await client.next_event()
+            assert isinstance(ping, Ping)
+            await client.send(ping.response())
+        await client.send(TextMessage(data="alive"))
+        event = await client.next_event()
+        while isinstance(event, Ping):
+            await client.send(event.response())
+            event = await client.next_event()
+        assert isinstance(event, TextMessage) and event.data == "alive"
+
+
+async def test_graceful_shutdown_closes_1001(backend: str, ws_backend: str) -> None:
+    async with run_server(echo, http=backend, ws=ws_backend) as srv, open_client(srv) as client:
+        await client.handshake()
+        srv.server.shutdown()
+        event = await client.next_event()
+        assert isinstance(event, CloseConnection) and event.code == 1001
