@@ -8,7 +8,8 @@ through its sans-IO API, so ``websockets:websockets-sansio`` is the like-for-lik
 The client (the ``websockets`` package, in this process) opens ``--connections``
 connections; each sends a 32-byte text message and waits for its echo, again and again,
 for ``--duration`` seconds. The table shows the median round-trips/second over
-``--rounds`` rounds and nea/uvicorn.
+``--rounds`` rounds and nea/uvicorn, then each server's CPU time per round-trip (user +
+system, from /proc; lower is better), which a shared machine disturbs less than the rate.
 
     python bench/websocket.py                       # 3 rounds, 8 connections, 3 s
     python bench/websocket.py --rounds 1 --duration 1
@@ -20,12 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 
-from _common import HOST, free_port, nea_command, stop, uvicorn_command, wait_until_listening
+from _common import (
+    HOST,
+    cpu_seconds,
+    free_port,
+    nea_command,
+    stop,
+    uvicorn_command,
+    wait_until_listening,
+)
 from websockets.asyncio.client import connect
 
 MESSAGE = "x" * 32
@@ -43,23 +53,31 @@ async def _client(url: str, until: float, counts: list[int]) -> None:
         counts.append(done)
 
 
-async def drive(port: int, connections: int, seconds: float) -> float:
-    """Round-trips per second over ``seconds`` with ``connections`` connections."""
+async def drive(port: int, pid: int, connections: int, seconds: float) -> tuple[float, float]:
+    """Round-trips per second over ``seconds`` with ``connections`` connections, and the
+    server's CPU time per round-trip in microseconds (steadier than the rate on a shared
+    machine)."""
     url = f"ws://{HOST}:{port}/"
     await asyncio.gather(
         *(_client(url, time.perf_counter() + WARMUP_SECONDS, []) for _ in range(connections))
     )
     counts: list[int] = []
+    cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     await asyncio.gather(*(_client(url, started + seconds, counts) for _ in range(connections)))
-    return sum(counts) / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_before
+    total = sum(counts)
+    return total / elapsed, cpu / total * 1e6
 
 
-def measure(command: list[str], port: int, what: str, connections: int, seconds: float) -> float:
+def measure(
+    command: list[str], port: int, what: str, connections: int, seconds: float
+) -> tuple[float, float]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         wait_until_listening(process, port, START_TIMEOUT_SECONDS, what)
-        return asyncio.run(drive(port, connections, seconds))
+        return asyncio.run(drive(port, process.pid, connections, seconds))
     finally:
         stop(process)
 
@@ -72,20 +90,32 @@ def main() -> None:
     parser.add_argument(
         "--rows", default="wsproto:wsproto,websockets:websockets-sansio,websockets:websockets"
     )
+    parser.add_argument(
+        "--nea-args", default="", help="extra nea options, e.g. '--meter off' (none)"
+    )
     args = parser.parse_args()
     print(
         f"echo round-trips/s, {args.connections} connections, {args.duration:g} s, "
         f"median of {args.rounds} rounds (python {sys.version.split()[0]})"
     )
-    print(f"{'--ws nea:uvicorn':<33} {'nea':>8} {'uvicorn':>8} {'nea/uvicorn':>12}")
+    print(
+        f"{'--ws nea:uvicorn':<30} {'nea':>7} {'uvicorn':>7} {'ratio':>6}"
+        f"   {'CPU µs/round-trip: nea':>22} {'uvicorn':>7} {'ratio':>6}"
+    )
     for row in args.rows.split(","):
         nea_backend, _, backend = row.partition(":")
-        nea_rates: list[float] = []
-        uvicorn_rates: list[float] = []
+        nea_rates: list[tuple[float, float]] = []
+        uvicorn_rates: list[tuple[float, float]] = []
         for round_number in range(args.rounds):
             port = free_port()
             runs = [
-                ("nea", nea_command("_apps:ws_echo", port, "--ws", nea_backend), nea_rates),
+                (
+                    "nea",
+                    nea_command(
+                        "_apps:ws_echo", port, "--ws", nea_backend, *shlex.split(args.nea_args)
+                    ),
+                    nea_rates,
+                ),
                 (
                     "uvicorn",
                     [*uvicorn_command("_apps:ws_echo", port), "--ws", backend],
@@ -96,9 +126,14 @@ def main() -> None:
                 runs.reverse()
             for what, command, rates in runs:
                 rates.append(measure(command, port, what, args.connections, args.duration))
-        nea_rate = statistics.median(nea_rates)
-        uvicorn_rate = statistics.median(uvicorn_rates)
-        print(f"{row:<33} {nea_rate:>8.0f} {uvicorn_rate:>8.0f} {nea_rate / uvicorn_rate:>11.2f}×")
+        nea_rate = statistics.median(rate for rate, _ in nea_rates)
+        uvicorn_rate = statistics.median(rate for rate, _ in uvicorn_rates)
+        nea_cpu = statistics.median(cpu for _, cpu in nea_rates)
+        uvicorn_cpu = statistics.median(cpu for _, cpu in uvicorn_rates)
+        print(
+            f"{row:<30} {nea_rate:>7.0f} {uvicorn_rate:>7.0f} {nea_rate / uvicorn_rate:>5.2f}×"
+            f"   {nea_cpu:>22.1f} {uvicorn_cpu:>7.1f} {nea_cpu / uvicorn_cpu:>5.2f}×"
+        )
 
 
 if __name__ == "__main__":
