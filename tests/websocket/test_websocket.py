@@ -229,3 +229,27 @@ async def test_http_keeps_working_beside_open_websockets(backend: str, ws_backen
         finally:
             for ws in sockets:
                 await ws.close()
+
+
+async def test_access_log_lines(
+    backend: str, ws_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def deny(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/ok":
+            await echo(scope, receive, send)
+            return
+        await receive()
+        await send({"type": "websocket.close"})
+
+    with caplog.at_level(logging.INFO, logger="nea.access"):
+        async with run_server(deny, http=backend, ws=ws_backend) as srv:
+            async with connect(url(srv, "/ok")) as ws:
+                await ws.send("x")
+                await ws.recv()
+            with pytest.raises(InvalidStatus):
+                async with connect(url(srv, "/no")):
+                    pass
+    lines = [r.getMessage() for r in caplog.records if r.name == "nea.access"]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(' - "WebSocket /ok" [accepted]')
+    assert lines[1].endswith(' - "WebSocket /no" 403')

@@ -18,7 +18,7 @@ import collections
 from typing import Any, NoReturn
 
 from nea._http.ws_engines import CLOSE, MESSAGE, PONG, EngineError, WebSocketEngine
-from nea._server.state import ServerState, logger
+from nea._server.state import ServerState, access_logger, logger
 from nea._types import Message as ASGIMessage
 
 # RFC 6455 §7.4.1 close codes.
@@ -327,9 +327,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self._reject(403, [], b"")  # ASGI: a close before accept is an HTTP 403
         elif kind == "websocket.http.response.start":
             status = message.get("status")
-            if type(status) is not int or not 100 <= status <= 999:
+            if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999:
                 self._protocol_error(f"expected an int 'status', got {status!r}")
-            assert isinstance(status, int)  # for mypy: checked above
+            self._log_handshake(str(status))
             headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ())]
             self._handshake = _DENYING
             self._write_bytes(self.engine.reject(status, headers, True))
@@ -343,6 +343,7 @@ class WebSocketProtocol(asyncio.Protocol):
         headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers") or ()]
         self._handshake = _ACCEPTED
         self._write_bytes(self.engine.accept(message.get("subprotocol"), headers))
+        self._log_handshake("[accepted]")
         self._schedule_ping()
         pending, self._pending = self._pending, b""
         if pending:
@@ -352,8 +353,21 @@ class WebSocketProtocol(asyncio.Protocol):
         self._handshake = _CLOSED
         if self.closed:
             return
+        self._log_handshake(str(status))
         self._write_bytes(self.engine.reject(status, headers, False))
         self.close_transport()
+
+    def _log_handshake(self, outcome: str) -> None:
+        """uvicorn's access line for a handshake: ``... - "WebSocket /path" [accepted]``
+        (or the denial's status)."""
+        if self.state.access_log:
+            client = self.scope.get("client")
+            access_logger.info(
+                '%s - "WebSocket %s" %s',
+                f"{client[0]}:{client[1]}" if client else "-",
+                self.scope.get("path", ""),
+                outcome,
+            )
 
     def _send_data(self, message: ASGIMessage) -> None:
         data = message.get("text")
