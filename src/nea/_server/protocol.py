@@ -4,8 +4,12 @@ Owns: feeding received bytes to the parser backend and routing its events, pipel
 (responses in request order), reading small request bodies before their request goes to
 admission (``--buffer-request-body``), request-body backpressure (``pause_reading`` above
 ``BODY_HIGH_WATER_BYTES``), response backpressure (``drain``), the keep-alive,
-request-header and request-body timeouts, and the one place where a ``ProtocolError``
-becomes an error response.
+request-header and request-body timeouts, the one place where a ``ProtocolError``
+becomes an error response, and the protocol switch: a WebSocket handshake hands the
+transport (and the bytes after the handshake) to a ``WebSocketProtocol`` with
+``transport.set_protocol`` and this object is done (``_switch_to_websocket``; another
+protocol, such as an HTTP/2 upgrade, would switch beside it). Request cycles see this
+object only through ``cycle.CycleHost``.
 Must not import ``nea.server``.
 """
 
