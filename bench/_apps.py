@@ -6,6 +6,7 @@ Servers import this module by name (``--app-dir bench`` and ``_apps:ATTRIBUTE``)
 - ``app``: Starlette with ``/json`` (a ~20 KB ``JSONResponse``), ``/work`` (1 MiB allocated in
   1 KiB blocks and freed) and ``/hog`` (24 MiB: past a 16 MiB budget);
 - ``plain``: Starlette with the same JSON endpoint on ``/``;
+- ``ws_echo``: a raw ASGI WebSocket echo (other scopes: ``hello``);
 - ``metered`` / ``metered_hello``: ``plain`` / ``hello`` with a 16 MiB ``nea.budget`` entered
   around every request by ``BudgetPerRequest``, a pure-ASGI wrapper (the mechanism nea's own
   server uses), for serving metered apps from other servers such as uvicorn.
@@ -82,3 +83,21 @@ class BudgetPerRequest:
 
 metered = BudgetPerRequest(plain, BUDGET)
 metered_hello = BudgetPerRequest(hello, BUDGET)
+
+
+async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/``: a WebSocket that echoes every message (``bench/websocket.py``)."""
+    if scope["type"] == "lifespan":
+        await hello(scope, receive, send)
+        return
+    if scope["type"] != "websocket":
+        await hello(scope, receive, send)
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        message["type"] = "websocket.send"
+        await send(message)

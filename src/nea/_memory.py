@@ -45,10 +45,13 @@ class MemoryPlan:
     # Budget memory already counted as data at startup (the region's pages made writable
     # by --prefault): ``auto`` does not count it twice.
     reserved: int = 0
+    # The WebSocket pool (docs/websockets.md): 0 slots when WebSockets are off.
+    ws_slots: int = 0
+    ws_budget: int | None = None
 
     @property
     def budgets(self) -> int:
-        return self.slots * (self.budget or 0)
+        return self.slots * (self.budget or 0) + self.ws_slots * (self.ws_budget or 0)
 
     @property
     def total(self) -> int:
@@ -60,10 +63,17 @@ class MemoryPlan:
                 f"memory plan: {self.slots} slots, no budgets (--meter off) "
                 f"+ baseline {format_size(self.baseline)}"
             )
-        return (
+        requests = self.slots * self.budget
+        line = (
             f"memory plan: {self.slots} slots × {format_size(self.budget)} = "
-            f"{format_size(self.budgets)} + baseline {format_size(self.baseline)}"
+            f"{format_size(requests)} + baseline {format_size(self.baseline)}"
         )
+        if self.ws_slots and self.ws_budget is not None:
+            line += (
+                f" + WebSocket pool {self.ws_slots} × {format_size(self.ws_budget)} = "
+                f"{format_size(self.ws_slots * self.ws_budget)}"
+            )
+        return line
 
 
 def _proc_status(field: str) -> int | None:

@@ -56,6 +56,13 @@ def _size(text: str) -> int:
         raise ValueError(f"expected a size; {exc}") from None
 
 
+def _seconds_or_off(text: str) -> float:
+    """Seconds, where ``none``/``off`` mean 0 (no keepalive pings, no pong timeout)."""
+    if text.strip().lower() in ("none", "off"):
+        return 0.0
+    return _seconds(text)
+
+
 def _boolean(text: str) -> bool:
     word = text.strip().lower()
     if word in ("1", "true", "yes", "on"):
@@ -106,7 +113,13 @@ def _default(field: str) -> Any:
 
 def _shown(field: str) -> str:
     value = _default(field)
-    if field in ("budget", "limit_request_headers", "buffer_request_body"):
+    if field in (
+        "budget",
+        "limit_request_headers",
+        "buffer_request_body",
+        "ws_max_size",
+        "ws_budget",
+    ):
         return format_size(value).replace(" ", "").replace(".0", "")
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -412,6 +425,65 @@ OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
         ),
     ),
     (
+        "websockets",
+        (
+            Option(
+                "--ws",
+                "ws",
+                _h("WebSocket backend; none serves upgrades as plain HTTP", "ws"),
+                metavar="{auto,none,websockets,wsproto}",
+            ),
+            Option(
+                "--ws-max-size",
+                "ws_max_size",
+                _h("largest WebSocket message; a larger one closes with 1009", "ws_max_size"),
+                convert=_size,
+                metavar="SIZE",
+            ),
+            Option(
+                "--ws-max-queue",
+                "ws_max_queue",
+                _h("received messages queued before reading pauses", "ws_max_queue"),
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--ws-ping-interval",
+                "ws_ping_interval",
+                _h("seconds between keepalive pings, or 0 for none", "ws_ping_interval"),
+                convert=_seconds_or_off,
+                metavar="SECONDS",
+            ),
+            Option(
+                "--ws-ping-timeout",
+                "ws_ping_timeout",
+                _h("seconds to wait for a pong before closing, or 0 for none", "ws_ping_timeout"),
+                convert=_seconds_or_off,
+                metavar="SECONDS",
+            ),
+            Option(
+                "--ws-per-message-deflate",
+                "ws_per_message_deflate",
+                _h("offer the permessage-deflate extension", "ws_per_message_deflate"),
+                "switch",
+            ),
+            Option(
+                "--ws-slots",
+                "ws_slots",
+                _h("WebSocket connections open at once, each with its own budget", "ws_slots"),
+                convert=_whole,
+                metavar="N",
+            ),
+            Option(
+                "--ws-budget",
+                "ws_budget",
+                _h("memory budget per WebSocket connection, for its whole life", "ws_budget"),
+                convert=_size,
+                metavar="SIZE",
+            ),
+        ),
+    ),
+    (
         "logging and metrics",
         (
             Option(
@@ -448,17 +520,10 @@ OPTIONS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ),
 )
 
-_WEBSOCKETS = "nea serves HTTP only; WebSocket upgrades are answered as plain HTTP requests"
 UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported(
         "--http2", "nea speaks HTTP/1.1; terminate HTTP/2 at a proxy in front of it", False
     ),
-    Unsupported("--ws", _WEBSOCKETS),
-    Unsupported("--ws-max-size", _WEBSOCKETS),
-    Unsupported("--ws-max-queue", _WEBSOCKETS),
-    Unsupported("--ws-ping-interval", _WEBSOCKETS),
-    Unsupported("--ws-ping-timeout", _WEBSOCKETS),
-    Unsupported("--ws-per-message-deflate", _WEBSOCKETS),
     Unsupported(
         "--timeout-worker-healthcheck",
         "nea's supervisor learns of a dead worker from its process and pipe, without pings",

@@ -27,6 +27,7 @@ LifespanMode = Literal["auto", "on", "off"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 MeterMode = Literal["native", "tracemalloc", "off"]
 RegionMode = Literal["on", "off"]
+WSBackend = Literal["auto", "none", "websockets", "wsproto"]
 ReleaseMode = Literal["never", "idle"]
 InterfaceMode = Literal["auto", "asgi3"]
 
@@ -43,6 +44,16 @@ DEFAULT_SLOTS = 64
 DEFAULT_QUEUE_PER_SLOT = 2
 # A request waits at most this long for a slot, then gets 503 with Retry-After.
 DEFAULT_QUEUE_TIMEOUT_SECONDS = 10.0
+# uvicorn's WebSocket defaults: the largest message (16 MiB), the received messages queued
+# before reading pauses, the keepalive ping's interval and its timeout (websockets' values).
+DEFAULT_WS_MAX_SIZE_BYTES = 16 * 1024 * 1024
+DEFAULT_WS_MAX_QUEUE = 32
+DEFAULT_WS_PING_INTERVAL_SECONDS = 20.0
+DEFAULT_WS_PING_TIMEOUT_SECONDS = 20.0
+# The WebSocket pool (docs/websockets.md): open connections, each with its own budget for
+# its whole life, apart from the request slots: 100 × 8 MiB = 800 MiB on top of the plan.
+DEFAULT_WS_SLOTS = 100
+DEFAULT_WS_BUDGET_BYTES = 8 * 1024 * 1024
 # uvicorn's --reload defaults (watchfiles filter patterns and the restart delay).
 DEFAULT_RELOAD_INCLUDES = ("*.py",)
 DEFAULT_RELOAD_EXCLUDES = (".*", ".py[cod]", ".sw.*", "~*")
@@ -71,6 +82,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "region": ("on", "off"),
     "release_memory": ("never", "idle"),
     "interface": ("auto", "asgi3"),
+    "ws": ("auto", "none", "websockets", "wsproto"),
 }
 
 
@@ -146,6 +158,15 @@ class Config:
     region: RegionMode = "on"
     prefault: bool = False
     release_memory: ReleaseMode = "never"
+    # WebSockets (docs/websockets.md): uvicorn's options, then nea's pool of connections.
+    ws: WSBackend = "auto"
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE_BYTES
+    ws_max_queue: int = DEFAULT_WS_MAX_QUEUE
+    ws_ping_interval: float | None = DEFAULT_WS_PING_INTERVAL_SECONDS
+    ws_ping_timeout: float | None = DEFAULT_WS_PING_TIMEOUT_SECONDS
+    ws_per_message_deflate: bool = True
+    ws_slots: int = DEFAULT_WS_SLOTS
+    ws_budget: int = DEFAULT_WS_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         for name, choices in _CHOICES.items():
@@ -177,6 +198,7 @@ class Config:
         if self.timeout_graceful_shutdown is not None:
             _check_seconds("timeout_graceful_shutdown", self.timeout_graceful_shutdown)
         self._check_memory_options()
+        self._check_websocket_options()
         self._check_process_options()
         if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
             raise ConfigError("--ssl-keyfile and --ssl-certfile must be given together")
@@ -188,6 +210,21 @@ class Config:
         for header in self.headers:
             if len(header) != 2 or not header[0] or any(c in header[0] for c in ": \r\n"):
                 raise ConfigError(f"--header: expected 'name:value', got {header!r}")
+
+    def _check_websocket_options(self) -> None:
+        object.__setattr__(self, "ws_max_size", _size("ws_max_size", self.ws_max_size, low=1))
+        object.__setattr__(self, "ws_budget", _size("ws_budget", self.ws_budget, low=1))
+        _check_int("ws_max_queue", self.ws_max_queue, low=1)
+        _check_int("ws_slots", self.ws_slots, low=1)
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_seconds(name, value)
+        if not isinstance(self.ws_per_message_deflate, bool):
+            raise ConfigError(
+                "--ws-per-message-deflate: expected True or False, "
+                f"got {self.ws_per_message_deflate!r}"
+            )
 
     def _check_process_options(self) -> None:
         if self.reload and self.workers > 1:

@@ -116,9 +116,12 @@ class ServerMetrics:
         self.busy = gauge("nea_slots_busy", "Slots running a request now.")
         self.waiting = gauge("nea_queue_waiting", "Requests waiting in the queue for a slot.")
         self.plan_bytes = gauge(
-            "nea_memory_plan_bytes", "The memory plan: slots x budget + baseline, per process."
+            "nea_memory_plan_bytes",
+            "The memory plan: slots x budget + ws_slots x ws_budget + baseline, per process.",
         )
-        self.budgets_bytes = gauge("nea_memory_budgets_bytes", "slots x budget, per process.")
+        self.budgets_bytes = gauge(
+            "nea_memory_budgets_bytes", "slots x budget + ws_slots x ws_budget, per process."
+        )
         self.baseline_bytes = gauge(
             "nea_memory_baseline_bytes", "Resident size once the app was loaded, per process."
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from nea._admission import Admission, AdmissionStatistics
 from nea._types import ASGIApp, Receive, Scope, Send
+from nea._ws_admission import WebSocketAdmission
 from nea.config import DEFAULT_BUDGET_BYTES, DEFAULT_QUEUE_TIMEOUT_SECONDS, default_queue
 
 __all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
@@ -23,7 +24,12 @@ class MemoryBudgetMiddleware:
     many requests may run at once (``None``: no limit, budgets only); further requests
     wait up to ``queue_timeout`` seconds in a FIFO queue of ``queue`` places (default
     ``2 × slots``) and get ``503`` with ``retry-after: 1`` when they cannot get a slot.
-    Other scope types (``websocket``, ``lifespan``) pass through untouched.
+    ``ws_budget``: when given, every ``websocket`` connection runs inside its own budget of
+    that size for its whole life, in a pool of ``ws_slots`` connections (``None``: no
+    limit) apart from the request slots; a connection whose handler exceeds it is closed
+    with 1011 (denied 500 before accept), one past the pool is denied 503 (see
+    docs/websockets.md). Without it, ``websocket`` scopes pass through untouched, as
+    ``lifespan`` always does.
 
     No task group wraps the app: it runs in the server's own task, so the budget (a
     context variable) follows it into the tasks and threads it starts.
@@ -37,8 +43,13 @@ class MemoryBudgetMiddleware:
         slots: int | None = None,
         queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_SECONDS,
         queue: int | None = None,
+        ws_budget: int | str | None = None,
+        ws_slots: int | None = None,
     ) -> None:
         self.app = app
+        self.ws_admission = (
+            None if ws_budget is None else WebSocketAdmission(budget=ws_budget, slots=ws_slots)
+        )
         if queue is None and slots is not None:
             queue = default_queue(slots)
         self.admission = Admission(
@@ -46,6 +57,9 @@ class MemoryBudgetMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.ws_admission is not None:
+            await self.ws_admission.admit(self.app, scope, receive, send)
+            return
         await self.admission(self.app, scope, receive, send)
 
     def statistics(self) -> AdmissionStatistics:

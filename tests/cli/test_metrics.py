@@ -60,7 +60,8 @@ def test_metrics_cover_every_worker(start_nea: StartNea) -> None:
     assert values["nea_slots"] == 6.0  # 3 slots in each of 2 workers
     assert values["nea_slots_busy"] == 0.0
     assert values["nea_queue_waiting"] == 0.0
-    assert values["nea_memory_budgets_bytes"] == 2 * 3 * 8 * 1024 * 1024
+    # 3 request slots and the WebSocket pool (100 × 8 MiB by default) in each of 2 workers.
+    assert values["nea_memory_budgets_bytes"] == 2 * (3 + 100) * 8 * 1024 * 1024
     assert values["nea_memory_plan_bytes"] > values["nea_memory_budgets_bytes"]
     assert values["nea_request_peak_memory_bytes_count"] == 2.0
     # The 2 MiB request lands at or under the 4 MiB bucket; the tripped one above 4 MiB.

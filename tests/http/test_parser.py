@@ -206,3 +206,45 @@ def test_chunked_body_in_pieces_then_a_pipelined_request(backend: str, step: int
     assert [h.target for h in heads(events)] == [b"/", b"/next"]
     assert body(events) == b"hello!"
     assert [e for e in events if e is END_OF_MESSAGE] == [END_OF_MESSAGE] * 2
+
+
+HANDSHAKE = (
+    b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n"
+    b"Upgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("step", [None, 1, 7])
+def test_stops_after_a_websocket_handshake(backend: str, step: int | None) -> None:
+    parser = make(backend, ParserLimits(64 * 1024, stop_at_websocket=True))
+    frames = b"\x81\x85\x01\x02\x03\x04" + b"GET /not-http HTTP/1.1\r\n"
+    events = feed_all(parser, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" + HANDSHAKE, step)
+    # Fed byte by byte, the frames arrive after the stop, in later reads the server routes
+    # to the WebSocket; fed whole, they are what follows the handshake.
+    [first, handshake] = heads(events)
+    assert first.target == b"/a" and not first.upgrade
+    assert handshake.is_websocket() and events[-1] is END_OF_MESSAGE
+    assert parser.upgrade_rest == b""
+    whole = make(backend, ParserLimits(64 * 1024, stop_at_websocket=True))
+    events = whole.feed(HANDSHAKE + frames)
+    assert len(heads(events)) == 1
+    assert whole.upgrade_rest == frames
+
+
+def test_other_upgrades_and_plain_requests_are_not_websocket(backend: str) -> None:
+    parser = make(backend, ParserLimits(64 * 1024, stop_at_websocket=True))
+    events = parser.feed(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    found = heads(events)
+    assert [h.upgrade for h in found] == [True, False]
+    assert not any(h.is_websocket() for h in found)
+    assert found[1].target == b"/next" and parser.upgrade_rest is None
+    # A handshake must be a GET without a body (RFC 6455 §4.1).
+    post = make(backend).feed(
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 1\r\n\r\nx"
+    )
+    assert not heads(post)[0].is_websocket()

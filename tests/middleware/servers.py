@@ -45,12 +45,12 @@ def _listening_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def run_uvicorn(app: Any) -> Iterator[Target]:
+def run_uvicorn(app: Any, ws: str = "none") -> Iterator[Target]:
     import uvicorn
 
     sock = _listening_socket()
     config = uvicorn.Config(
-        app, lifespan="off", ws="none", log_config=None, log_level="warning", loop="asyncio"
+        app, lifespan="off", ws=ws, log_config=None, log_level="warning", loop="asyncio"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

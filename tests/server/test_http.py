@@ -261,7 +261,7 @@ async def test_upgrade_is_served_as_http_with_one_warning(
     protocol._upgrade_warned = False
     request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     with caplog.at_level(logging.WARNING, logger="nea.error"):
-        async with run_server(hello, http=backend) as srv, srv.connect() as conn:
+        async with run_server(hello, http=backend, ws="none") as srv, srv.connect() as conn:
             for _ in range(2):
                 await conn.send(request)
                 assert (await conn.read_response()).status == 200

@@ -214,9 +214,12 @@ async def test_memory_plan_is_logged_at_startup(caplog: pytest.LogCaptureFixture
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("memory plan")]
     assert len(lines) == 1
     assert re.fullmatch(
-        r"memory plan: 64 slots × 32\.0 MiB = 2\.0 GiB \+ baseline \d+\.\d MiB", lines[0]
+        r"memory plan: 64 slots × 32\.0 MiB = 2\.0 GiB \+ baseline \d+\.\d MiB"
+        r" \+ WebSocket pool 100 × 8\.0 MiB = 800\.0 MiB",
+        lines[0],
     ), lines[0]
-    assert plan is not None and plan.budgets == 64 * 32 * 1024 * 1024
+    assert plan is not None
+    assert plan.budgets == 64 * 32 * 1024 * 1024 + 100 * 8 * 1024 * 1024
 
 
 async def test_native_meter_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,7 +46,9 @@ def test_memory_limit_caps_memory_outside_the_budgets(
 def test_memory_limit_auto_is_the_plan_plus_headroom(
     start_nea: Callable[..., NeaProcess],
 ) -> None:
-    nea = start_nea(*APP, "--budget", "16MiB", "--slots", "8", "--memory-limit", "auto")
+    nea = start_nea(
+        *APP, "--budget", "16MiB", "--slots", "8", "--memory-limit", "auto", "--ws", "none"
+    )
     match = nea.wait_for_line(r"memory limit: (\d+\.\d) MiB of data")
     nea.wait_running()
     limit = int(data_limit(nea.process.pid))

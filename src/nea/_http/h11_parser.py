@@ -37,7 +37,7 @@ _CONTENT_LENGTH_LIST: Final = re.compile(rb"\ncontent-length:[^\n]*,")
 class H11Parser(ParserBase):
     """``feed(bytes) -> events`` on top of h11."""
 
-    __slots__ = ("_chunks", "_conn", "_head_parts")
+    __slots__ = ("_chunks", "_conn", "_head_parts", "_websocket")
 
     def __init__(self, limits: ParserLimits) -> None:
         super().__init__(limits)
@@ -47,6 +47,7 @@ class H11Parser(ParserBase):
         # A list, joined once: a head trickling in byte by byte costs no quadratic copying.
         self._head_parts: list[bytes] = []
         self._chunks: ChunkedDecoder | None = None
+        self._websocket = False  # the last head was a WebSocket handshake to stop after
 
     def _new_connection(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
@@ -100,6 +101,10 @@ class H11Parser(ParserBase):
                 elif isinstance(event, h11.EndOfMessage):
                     self._events.append(END_OF_MESSAGE)
                     rest = bytes(conn.trailing_data[0])
+                    if self._websocket:
+                        self._websocket = False
+                        self.upgrade_rest = rest
+                        return b""
                     self._conn = self._new_connection()
                     return rest
                 else:  # NEED_DATA, PAUSED or ConnectionClosed
@@ -118,6 +123,8 @@ class H11Parser(ParserBase):
             list(request.headers),
             self.limits,
         )
+        if head.upgrade:
+            self._websocket = self.limits.stop_at_websocket and head.is_websocket()
         self._emit_head(head)
         return head
 

@@ -48,6 +48,7 @@ class HttptoolsParser(ParserBase):
         "_in_head",
         "_parser",
         "_url",
+        "_websocket",
     )
 
     def __init__(self, limits: ParserLimits) -> None:
@@ -59,6 +60,7 @@ class HttptoolsParser(ParserBase):
         self._began = False
         self._head_bytes = 0
         self._completed_in_feed = False
+        self._websocket = False  # the last head was a WebSocket handshake
 
     @property
     def head_pending(self) -> bool:
@@ -77,6 +79,10 @@ class HttptoolsParser(ParserBase):
             # llhttp stops at an upgrade request; nea serves it as plain HTTP, so parsing
             # continues with a fresh parser from where llhttp stopped.
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            if self._websocket and self.limits.stop_at_websocket:
+                self._websocket = False
+                self.upgrade_rest = data[offset:]
+                return
             self._parser = _new_parser(self)
             self._in_head = True
             self._began = False
@@ -114,15 +120,16 @@ class HttptoolsParser(ParserBase):
         self._in_head = False
         self._began = False
         self._body_bytes = 0
-        self._events.append(
-            make_head(
-                parser.get_method().decode("ascii"),
-                self._url,
-                parser.get_http_version(),
-                self._headers,
-                self.limits,
-            )
+        head = make_head(
+            parser.get_method().decode("ascii"),
+            self._url,
+            parser.get_http_version(),
+            self._headers,
+            self.limits,
         )
+        if head.upgrade:
+            self._websocket = head.is_websocket()
+        self._events.append(head)
 
     def on_body(self, body: bytes) -> None:
         if self.limits.max_body_bytes is None:

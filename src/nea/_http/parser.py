@@ -97,6 +97,9 @@ class ParserLimits:
 
     max_header_bytes: int
     max_body_bytes: int | None = None
+    # Stop parsing after a WebSocket handshake request (the server switches protocols and
+    # takes the bytes that follow it from ``ParserBase.upgrade_rest``).
+    stop_at_websocket: bool = False
 
 
 @dataclass(slots=True)
@@ -118,6 +121,17 @@ class RequestHead:
     chunked: bool
     forwarded: bool = False  # has X-Forwarded-For or X-Forwarded-Proto
 
+    def is_websocket(self) -> bool:
+        """Is this a WebSocket opening handshake (RFC 6455 §4.2.1): GET, ``connection:
+        upgrade``, ``upgrade: websocket`` and no body? Asked only of ``upgrade`` heads, so
+        plain requests pay nothing for it."""
+        if not self.upgrade or self.method != "GET" or self.chunked or self.content_length:
+            return False
+        for name, value in self.headers:
+            if name == b"upgrade":
+                return b"websocket" in [t.strip() for t in value.lower().split(b",")]
+        return False
+
 
 # The event stream of one connection: a head, zero or more body chunks, END_OF_MESSAGE, repeat;
 # a ProtocolError ends the stream (events before it are still delivered, in order).
@@ -125,14 +139,19 @@ Event = RequestHead | bytes | EndOfMessage | ProtocolError
 
 
 class ParserBase:
-    """State shared by the backends: the pending event list and body-size accounting."""
+    """State shared by the backends: the pending event list and body-size accounting.
 
-    __slots__ = ("_body_bytes", "_events", "limits")
+    With ``limits.stop_at_websocket``, parsing stops at the end of a WebSocket handshake
+    request: ``upgrade_rest`` then holds the bytes that followed it (the first frames) and
+    the parser must not be fed again: the connection speaks WebSocket from there on."""
+
+    __slots__ = ("_body_bytes", "_events", "limits", "upgrade_rest")
 
     def __init__(self, limits: ParserLimits) -> None:
         self.limits = limits
         self._events: list[Event] = []
         self._body_bytes = 0
+        self.upgrade_rest: bytes | None = None
 
     def feed(self, data: bytes) -> list[Event]:
         """Parse ``data``; return the events it completes.

@@ -17,6 +17,7 @@ from nea._http.parser import RequestHead
 
 # 2.3: ``send`` after a client disconnect is a no-op; 2.4 would make it raise OSError.
 ASGI_VERSIONS: Final = {"version": "3.0", "spec_version": "2.3"}
+WEBSOCKET_ASGI_VERSIONS: Final = {"version": "3.0", "spec_version": "2.4"}
 
 Address = tuple[str, int]
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -130,4 +131,22 @@ def build_scope(
     }
     if state is not None:
         scope["state"] = state.copy()
+    return scope
+
+
+def websocket_scope(http_scope: dict[str, Any], ws_extensions: bool) -> dict[str, Any]:
+    """The ASGI ``websocket`` scope (spec 2.4) for a handshake whose ``http`` scope this is:
+    ``ws``/``wss`` for the scheme, no method, the offered ``subprotocols`` in order, and the
+    ``websocket.http.response`` extension (the denial response) when ``ws_extensions``."""
+    scope = dict(http_scope)
+    del scope["method"]
+    scope["type"] = "websocket"
+    scope["asgi"] = WEBSOCKET_ASGI_VERSIONS
+    scope["scheme"] = "wss" if http_scope["scheme"] == "https" else "ws"
+    offered: list[str] = []
+    for name, value in http_scope["headers"]:
+        if name == b"sec-websocket-protocol":
+            offered.extend(p.strip() for p in value.decode("latin-1").split(",") if p.strip())
+    scope["subprotocols"] = offered
+    scope["extensions"] = {"websocket.http.response": {}} if ws_extensions else {}
     return scope

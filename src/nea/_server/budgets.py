@@ -1,7 +1,8 @@
 """The server's memory options at work: the meter, the admission of requests, the plan.
 
 Owns: building the server's ``Admission`` from ``Config`` (``--budget``, ``--slots``,
-``--queue``, ``--queue-timeout``, ``--meter``), selecting the meter for the process, mapping
+``--queue``, ``--queue-timeout``, ``--meter``) and its ``WebSocketAdmission`` (``--ws-slots``,
+``--ws-budget``), selecting the meter for the process, mapping
 the region (``--region``, ``--prefault``, ``--release-memory``), and the startup steps that
 log the memory plan and apply ``--memory-limit``. Must not import
 ``nea.server`` (the layer above).
@@ -13,8 +14,10 @@ import logging
 
 from nea._admission import Admission
 from nea._errors import ConfigError
+from nea._http.backends import websocket_backend
 from nea._memory import MemoryPlan, apply_memory_limit, describe_memory_limit, resident_bytes
 from nea._sizes import format_size
+from nea._ws_admission import WebSocketAdmission
 from nea.config import Config
 from nea.meter import _door
 from nea.meter._door import Meter
@@ -31,6 +34,12 @@ def build_admission(config: Config) -> Admission:
         queue=config.queue_size,
         queue_timeout=config.queue_timeout,
     )
+
+
+def build_ws_admission(config: Config) -> WebSocketAdmission:
+    """The WebSocket pool (``--ws-slots``, ``--ws-budget``), apart from the request slots."""
+    ws_budget = None if config.meter == "off" else config.ws_budget
+    return WebSocketAdmission(budget=ws_budget, slots=config.ws_slots)
 
 
 def select_meter(config: Config) -> Meter | None:
@@ -94,8 +103,14 @@ def start_memory_plan(config: Config) -> MemoryPlan:
     budget_bytes = None if config.meter == "off" else int(config.budget)
     region = _door.region_info()
     writable = region.get("pages_writable", 0) * region.get("page_bytes", 0)
+    ws_slots = config.ws_slots if websocket_backend(config.ws) is not None else 0
     plan = MemoryPlan(
-        slots=config.slots, budget=budget_bytes, baseline=resident_bytes(), reserved=writable
+        slots=config.slots,
+        budget=budget_bytes,
+        baseline=resident_bytes(),
+        reserved=writable,
+        ws_slots=ws_slots,
+        ws_budget=None if config.meter == "off" else config.ws_budget,
     )
     logger.info("%s", plan.describe())
     limit = apply_memory_limit(config.memory_limit, plan)

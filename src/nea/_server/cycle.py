@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from nea._http.errors import ResponseError
 from nea._http.parser import RequestHead
@@ -20,7 +20,35 @@ from nea._types import Message
 from nea.meter import Budget, _door
 
 if TYPE_CHECKING:
-    from nea._server.protocol import HTTPProtocol
+    from nea._server.state import ServerState
+
+
+class CycleHost(Protocol):
+    """All a cycle may use of the connection that carries it: the narrow interface
+    between one exchange and its connection (``HTTPProtocol`` for HTTP/1.1; a later
+    HTTP/2 stream would provide the same). The cycle never touches the transport."""
+
+    state: ServerState
+    loop: asyncio.AbstractEventLoop
+    closed: bool  # nothing more can be written
+    write_paused: bool  # the transport's buffer is above its high-water mark
+
+    def write(self, data: bytes) -> None:
+        """Write unless closed (the server's occasional writes: 100 Continue)."""
+
+    def write_now(self, data: bytes) -> None:
+        """The transport's own write: the response path, after checking ``closed``."""
+
+    async def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def send_error(self, status: int, reason: str) -> None: ...
+
+    def body_consumed(self, cycle: RequestCycle) -> None: ...
+
+    def response_complete(self, cycle: RequestCycle) -> None: ...
+
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
@@ -50,7 +78,7 @@ class RequestCycle:
         "started_at",
     )
 
-    def __init__(self, conn: HTTPProtocol, head: RequestHead, scope: dict[str, Any]) -> None:
+    def __init__(self, conn: CycleHost, head: RequestHead, scope: dict[str, Any]) -> None:
         self.conn = conn
         self.head = head
         self.scope = scope
@@ -249,7 +277,7 @@ class RequestCycle:
             self._fail(str(exc))
         conn = self.conn
         if data and not conn.closed:
-            conn.transport.write(data)
+            conn.write_now(data)
         if not more_body:
             self.response_complete = True
             if self._waiter is not None:
@@ -284,7 +312,7 @@ class RequestCycle:
             self.disconnected = True
             self.conn.abort()
             return
-        self.conn.transport.write(data)
+        self.conn.write_now(data)
 
     def _first_body(self, body: bytes, more_body: bool) -> bytes:
         state = self.conn.state

@@ -4,8 +4,12 @@ Owns: feeding received bytes to the parser backend and routing its events, pipel
 (responses in request order), reading small request bodies before their request goes to
 admission (``--buffer-request-body``), request-body backpressure (``pause_reading`` above
 ``BODY_HIGH_WATER_BYTES``), response backpressure (``drain``), the keep-alive,
-request-header and request-body timeouts, and the one place where a ``ProtocolError``
-becomes an error response.
+request-header and request-body timeouts, the one place where a ``ProtocolError``
+becomes an error response, and the protocol switch: a WebSocket handshake hands the
+transport (and the bytes after the handshake) to a ``WebSocketProtocol`` with
+``transport.set_protocol`` and this object is done (``_switch_to_websocket``; another
+protocol, such as an HTTP/2 upgrade, would switch beside it). Request cycles see this
+object only through ``cycle.CycleHost``.
 Must not import ``nea.server``.
 """
 
@@ -14,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nea._http.errors import ProtocolError
 from nea._http.parser import END_OF_MESSAGE, RequestHead
 from nea._http.response import error_response
-from nea._http.scope import apply_proxy_headers, build_scope
+from nea._http.scope import apply_proxy_headers, build_scope, websocket_scope
 from nea._server.cycle import RequestCycle
 from nea._server.state import ServerState, log_access, logger
 
@@ -34,9 +39,13 @@ def _warn_upgrade_once() -> None:
     if not _upgrade_warned:
         _upgrade_warned = True
         logger.warning(
-            "Upgrade requests (e.g. WebSocket) are not supported yet; "
-            "they are served as plain HTTP requests"
+            "Upgrade requests nea does not speak (or WebSocket with --ws none) "
+            "are served as plain HTTP requests"
         )
+
+
+def _no_write(data: bytes) -> None:
+    pass
 
 
 def _address(value: Any) -> tuple[str, int] | None:
@@ -53,6 +62,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.loop = loop
         self.parser = state.make_parser(state.limits)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        # The transport's bound write, for the cycle's response path (``CycleHost``).
+        self.write_now: Callable[[bytes], None] = _no_write
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.cycle: RequestCycle | None = None  # the cycle whose response is being written
@@ -78,6 +89,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.write_now = self.transport.write
         self.client = _address(transport.get_extra_info("peername"))
         sockname = transport.get_extra_info("sockname")
         # ASGI: a Unix socket server is [path, None]
@@ -161,6 +173,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._deadline_kind = _NO_DEADLINE
         state = self.state
         if head.upgrade:
+            if state.ws_enabled and head.is_websocket():
+                self._switch_to_websocket(head)
+                return
             _warn_upgrade_once()
         client, scheme = self.client, state.scheme
         if head.forwarded and state.proxies is not None:
@@ -174,6 +189,42 @@ class HTTPProtocol(asyncio.Protocol):
             self._begin(cycle)
         else:
             self.pipeline.append(cycle)
+
+    def _switch_to_websocket(self, head: RequestHead) -> None:
+        """The protocol switch: hand the transport, and the bytes after the handshake, to a
+        ``WebSocketProtocol``; this object is done with the connection. A handshake that
+        arrives behind unanswered pipelined requests is refused (400): a client waits for
+        the switch before it sends anything else."""
+        rest = self.parser.upgrade_rest
+        if self.cycle is not None or self.pipeline or rest is None:
+            self._protocol_error(ProtocolError(400, "WebSocket handshake behind other requests"))
+            return
+        from nea._server.websocket import WebSocketProtocol
+
+        state = self.state
+        client, scheme = self.client, state.scheme
+        if head.forwarded and state.proxies is not None:
+            client, scheme = apply_proxy_headers(head, client, scheme, state.proxies)
+        http_scope = build_scope(
+            head, scheme, client, self.server, state.root_path, state.lifespan_state
+        )
+        self._failed = True  # parse nothing more: the bytes are WebSocket frames now
+        self._cancel_timer()
+        self.closed = True  # for HTTP: this object writes nothing more
+        ws = WebSocketProtocol(
+            state,
+            self.loop,
+            self.transport,
+            websocket_scope(http_scope, ws_extensions=True),
+            state.make_ws_engine(
+                head.headers, head.target, state.config.ws_max_size, state.ws_deflate
+            ),
+            rest,
+        )
+        state.connections.discard(self)
+        state.connections.add(ws)
+        self.transport.set_protocol(ws)
+        ws.start()
 
     def _begin(self, cycle: RequestCycle) -> None:
         """Make ``cycle`` the one being answered: start it now, or once its body is read."""

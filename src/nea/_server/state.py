@@ -13,14 +13,15 @@ import http
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from nea._admission import Admission
-from nea._http.backends import parser_factory
+from nea._http.backends import parser_factory, websocket_backend
 from nea._http.parser import ParserLimits
 from nea._http.response import DateHeader, default_header_block
 from nea._http.scope import TrustedProxies
-from nea._server.budgets import build_admission, release_idle_memory
+from nea._http.ws_engines import engine_factory
+from nea._server.budgets import build_admission, build_ws_admission, release_idle_memory
 from nea._sizes import format_size
 from nea._types import ASGIApp
 from nea.config import Config
@@ -28,6 +29,11 @@ from nea.config import Config
 if TYPE_CHECKING:
     from nea._server.cycle import RequestCycle
     from nea._server.protocol import HTTPProtocol
+    from nea._server.websocket import WebSocketProtocol
+
+    # What the server holds of each open connection (shutdown, abort), whichever protocol
+    # it speaks now.
+    Connection: TypeAlias = HTTPProtocol | WebSocketProtocol
 
 logger = logging.getLogger("nea.error")
 access_logger = logging.getLogger("nea.access")
@@ -56,7 +62,17 @@ class ServerState:
         self.lifespan_state = lifespan_state
         self.on_request = on_request
         self.make_parser = parser_factory(config.http)
-        self.limits = ParserLimits(config.limit_request_headers, config.limit_request_body)
+        # WebSocket handshakes switch protocols (--ws); ``none`` serves them as HTTP.
+        ws_backend = websocket_backend(config.ws)
+        self.ws_enabled = ws_backend is not None
+        self.make_ws_engine = engine_factory(ws_backend or "wsproto")
+        self.ws_deflate = config.ws_per_message_deflate
+        self.ws_admission = build_ws_admission(config)
+        self.limits = ParserLimits(
+            config.limit_request_headers,
+            config.limit_request_body,
+            stop_at_websocket=self.ws_enabled,
+        )
         self.header_prefix = default_header_block(config.server_header, config.headers)
         self.date = DateHeader() if config.date_header else None
         # server + date + --header lines, refreshed once per second by tick_clock().
@@ -82,7 +98,7 @@ class ServerState:
         # A body being buffered before its request takes a slot must never pause reading
         # (nothing would resume it), so the read buffer is at least that large.
         self.body_high_water = max(BODY_HIGH_WATER_BYTES, self.buffer_request_body)
-        self.connections: set[HTTPProtocol] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         # Set, once shutting down, when the last connection and the last app task are gone.
@@ -118,7 +134,7 @@ class ServerState:
             self._clock.cancel()
             self._clock = None
 
-    def discard_connection(self, protocol: HTTPProtocol) -> None:
+    def discard_connection(self, protocol: Connection) -> None:
         self.connections.discard(protocol)
         if self.shutting_down:
             self.check_idle()
