@@ -8,7 +8,9 @@ budget's final ``BudgetStatistics`` in ``response.extensions["nea.budget"]``.
 
 ``Client`` is meant as a drop-in for Starlette's ``TestClient`` (same keyword options,
 ``with`` semantics, streamed responses, lifespan errors, ``app_state``, trailers and
-``http.response.debug`` extensions; not ``websocket_connect``).
+``http.response.debug`` extensions, ``websocket_connect``). WebSocket sessions are
+``_websocket``'s; they run through ``nea._ws_admission.WebSocketAdmission`` (``ws_budget``,
+``ws_slots``), as under nea's server.
 
 Users import this package explicitly (``from nea.testing import Client``): it imports
 httpx, so ``nea/__init__.py`` must not import it. Must not import the server or the CLI.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -38,10 +40,27 @@ except ImportError as exc:  # httpx is not one of nea's runtime dependencies
     ) from exc
 
 from nea._admission import Admission
+from nea._ws_admission import WebSocketAdmission
 from nea.testing._call import Call, Driver, as_asgi3
 from nea.testing._lifespan import Detached, Lifespan, LifespanError, check_lifespan
+from nea.testing._websocket import (
+    AsyncWebSocketSession,
+    WebSocketDenialResponse,
+    WebSocketDisconnect,
+    WebSocketSession,
+    websocket_request,
+    websocket_scope,
+)
 
-__all__ = ["AsyncClient", "Client", "LifespanError"]
+__all__ = [
+    "AsyncClient",
+    "AsyncWebSocketSession",
+    "Client",
+    "LifespanError",
+    "WebSocketDenialResponse",
+    "WebSocketDisconnect",
+    "WebSocketSession",
+]
 
 # Starlette's TestClient sends this user-agent; apps and their tests may look for it.
 USER_AGENT = "testclient"
@@ -166,6 +185,11 @@ class Client(httpx.Client):
     ``with``, then entered, left and entered again. App exceptions are raised in the test
     unless ``raise_server_exceptions=False``. If the app raises during lifespan, entering
     raises that exception. Invalid options raise ``nea.ConfigError``.
+
+    ``websocket_connect`` opens a WebSocket session, as nea's server runs one: in a pool of
+    ``ws_slots`` connections (``None``: no limit; a full pool denies with 503), each inside
+    its own budget of ``ws_budget`` for its whole life (``None``: none); a connection that
+    exceeds it is closed with 1011 (``WebSocketDisconnect`` with ``code == 1011``).
     """
 
     __test__ = False  # not a test class, despite the name pytest may see it under
@@ -188,10 +212,14 @@ class Client(httpx.Client):
         cookies: httpx.Cookies | dict[str, str] | None = None,
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
+        ws_budget: int | str | None = None,
+        ws_slots: int | None = None,
     ) -> None:
         self._driver = _make_driver(
             app, budget, slots, queue, queue_timeout, root_path, client, raise_server_exceptions
         )
+        #: The WebSocket pool (``ws_slots``) and per-connection budget (``ws_budget``).
+        self.ws_admission = WebSocketAdmission(budget=ws_budget, slots=ws_slots)
         self.app = self._driver.app
         #: The lifespan ``state`` (Starlette's ``TestClient.app_state``); every request's
         #: ``scope["state"]`` is a shallow copy of it.
@@ -219,6 +247,16 @@ class Client(httpx.Client):
             self._backend, self._backend_options
         ) as portal:
             yield portal
+
+    def websocket_connect(
+        self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any
+    ) -> WebSocketSession:
+        """A WebSocket session with the app, to use with ``with`` (Starlette's
+        ``TestClient.websocket_connect``); ``headers``, ``params`` and ``cookies`` are
+        accepted. See ``WebSocketSession`` for what it raises."""
+        request = websocket_request(self, url, subprotocols, kwargs)
+        scope = websocket_scope(self._driver, request)
+        return WebSocketSession(self, scope)
 
     def __enter__(self) -> Client:
         # httpx's own ``__enter__`` is not called: it allows one ``with`` per instance,
@@ -352,10 +390,14 @@ class AsyncClient(httpx.AsyncClient):
         cookies: httpx.Cookies | dict[str, str] | None = None,
         follow_redirects: bool = True,
         client: tuple[str, int] = ("testclient", 50000),
+        ws_budget: int | str | None = None,
+        ws_slots: int | None = None,
     ) -> None:
         self._driver = _make_driver(
             app, budget, slots, queue, queue_timeout, root_path, client, raise_server_exceptions
         )
+        #: The WebSocket pool (``ws_slots``) and per-connection budget (``ws_budget``).
+        self.ws_admission = WebSocketAdmission(budget=ws_budget, slots=ws_slots)
         self.app = self._driver.app
         self.app_state = self._driver.app_state
         self._lifespan_mode = check_lifespan(lifespan)
@@ -369,6 +411,14 @@ class AsyncClient(httpx.AsyncClient):
             follow_redirects=follow_redirects,
             transport=self._nea_transport,
         )
+
+    def websocket_connect(
+        self, url: str, subprotocols: Sequence[str] | None = None, **kwargs: Any
+    ) -> AsyncWebSocketSession:
+        """The async twin of ``Client.websocket_connect``: use it with ``async with``."""
+        request = websocket_request(self, url, subprotocols, kwargs)
+        scope = websocket_scope(self._driver, request)
+        return AsyncWebSocketSession(self, scope)
 
     async def __aenter__(self) -> AsyncClient:
         # httpx's own ``__aenter__`` is not called (see ``Client.__enter__``).
