@@ -4,7 +4,8 @@ Loaded by ``tests/compat/run_suites.py`` with ``-p nea_compat_plugin`` (this dir
 ``PYTHONPATH``), so it runs before the suites import ``starlette.testclient`` or
 ``fastapi.testclient``: it replaces ``starlette.testclient.TestClient`` with a subclass of
 ``nea.testing.Client`` that takes Starlette's constructor arguments (``base_url`` is the
-second positional argument there; nea's is ``budget``). ``fastapi.testclient`` re-exports
+second positional argument there; nea's is ``budget``), and Starlette's
+``WebSocketDenialResponse`` with nea's. ``fastapi.testclient`` re-exports
 Starlette's name, so FastAPI's tests get nea's client too.
 
 ``NEA_COMPAT_BUDGET`` sets each request's budget (default nea's ``32MiB``; ``none`` for
@@ -23,7 +24,7 @@ import pytest
 import starlette.testclient
 
 from nea import format_size
-from nea.testing import Client
+from nea.testing import Client, WebSocketDenialResponse
 
 _BUDGET = os.environ.get("NEA_COMPAT_BUDGET", "32MiB")
 _TOP_REQUESTS = int(os.environ.get("NEA_COMPAT_REQUESTS", "0"))
@@ -86,3 +87,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 if os.environ.get("NEA_COMPAT_CLIENT", "nea") == "nea":
     starlette.testclient.TestClient = NeaTestClient  # type: ignore[misc,assignment]
+    # The suites catch the denial response as Starlette's client's class; nea's client
+    # raises its own (an ``httpx.Response``, where Starlette's is an ``httpx2.Response``).
+    starlette.testclient.WebSocketDenialResponse = WebSocketDenialResponse  # type: ignore[misc]
