@@ -322,3 +322,19 @@ async def test_async_client_trip_and_denial(meter: str) -> None:
         async with AsyncClient(refuse, lifespan="off").websocket_connect("/"):
             pass  # pragma: no cover
     assert refused.value.code == 1003
+
+
+@pytest.mark.asyncio
+async def test_async_session_waits_for_the_app_after_the_disconnect() -> None:
+    got: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        got.append(await receive())  # the client's answer to the close
+
+    async with AsyncClient(app, lifespan="off").websocket_connect("/") as ws:
+        with pytest.raises(WebSocketDisconnect):
+            await ws.receive_text()
+    assert got == [{"type": "websocket.disconnect", "code": 1000, "reason": None}]

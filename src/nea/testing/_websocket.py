@@ -139,6 +139,7 @@ class Connection:
         self._disconnect: Message | None = None  # what the app got when the client left
         self.accepted = False
         self.app_closed = False  # the app sent websocket.close (or finished its denial)
+        self.client_closed = False  # the client sent websocket.disconnect
         self.finished = False
         self.error: Exception | None = None
         self._error_raised = False
@@ -183,6 +184,8 @@ class Connection:
 
     async def put(self, message: Message) -> None:
         """Give ``message`` to the app; dropped once the app has finished."""
+        if message.get("type") == "websocket.disconnect":
+            self.client_closed = True
         if not self.finished:
             self._to_app_send.send_nowait(message)
 
@@ -244,8 +247,9 @@ class Connection:
         return self.error
 
     async def hang_up(self) -> None:
-        """The client leaves: a ``websocket.disconnect`` unless either side closed."""
-        if not self.app_closed and self._disconnect is None:
+        """The client leaves: a ``websocket.disconnect`` unless it sent one already (an app
+        that closed may still be waiting for the client's answer to its close)."""
+        if not self.client_closed:
             await self.put({"type": "websocket.disconnect", "code": CLOSE_NORMAL, "reason": None})
 
     def cancel(self) -> None:
@@ -359,7 +363,8 @@ class WebSocketSession:
 
 class AsyncWebSocketSession:
     """The async twin of ``WebSocketSession`` for ``AsyncClient``:
-    ``async with client.websocket_connect("/ws") as ws: await ws.send_text("hi")``."""
+    ``async with client.websocket_connect("/ws") as ws: await ws.send_text("hi")``.
+    Leaving sends the disconnect and waits for the app to return (it is not cancelled)."""
 
     def __init__(self, owner: AsyncClient, scope: Scope) -> None:
         self._owner = owner
@@ -390,8 +395,15 @@ class AsyncWebSocketSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._connection.hang_up()
-        await self._end()
+        # Unlike the sync session (Starlette's behaviour: cancel right after the
+        # disconnect), wait for the app to return, as nea's server does: there is no portal
+        # round trip here that would let the app see the disconnect before a cancel.
+        try:
+            await self._connection.hang_up()
+            if self._task is not None:
+                await self._task.wait()
+        finally:
+            await self._end()  # cancels the app only if this task was cancelled
         error = self._connection.take_error()
         if error is not None:
             raise error
