@@ -92,6 +92,9 @@ SUITE_REQUIREMENTS = {
         "typer",
         "logfire",
         "uvicorn",  # the debugging tutorial's tests import it
+        # Its tests carry ``xdist_group`` marks and the suite runs with ``--strict-markers``:
+        # without pytest-xdist every module that uses the mark fails to collect.
+        "pytest-xdist",
     ],
 }
 
