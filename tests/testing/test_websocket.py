@@ -338,3 +338,14 @@ async def test_async_session_waits_for_the_app_after_the_disconnect() -> None:
         with pytest.raises(WebSocketDisconnect):
             await ws.receive_text()
     assert got == [{"type": "websocket.disconnect", "code": 1000, "reason": None}]
+
+
+def test_session_outside_its_with_block_raises() -> None:
+    session = Client(echo_app).websocket_connect("/echo")
+    with pytest.raises(RuntimeError, match="not open"):
+        session.send_text("early")
+    with session as ws:
+        ws.send_text("in")
+        assert ws.receive_text() == "in"
+    with pytest.raises(RuntimeError, match="not open"):
+        ws.receive_text()

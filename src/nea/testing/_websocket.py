@@ -73,7 +73,6 @@ __all__ = [
 CLOSE_NORMAL = 1000
 # RFC 6455 §7.4.1: what nea's server closes with when the app raised after accept.
 CLOSE_INTERNAL_ERROR = 1011
-_ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _DENIAL = "websocket.http.response.start"
 
 
@@ -91,11 +90,13 @@ def websocket_request(
     headers.setdefault("sec-websocket-version", "13")
     if subprotocols is not None:
         headers.setdefault("sec-websocket-protocol", ", ".join(subprotocols))
-    allowed = {"params", "cookies"}
-    unknown = set(kwargs) - allowed - {"auth", "follow_redirects", "timeout", "extensions"}
+    passed = {"params", "cookies"}
+    # Accepted as Starlette's client accepts them; they mean nothing for an upgrade.
+    ignored = {"follow_redirects", "timeout", "extensions"}
+    unknown = set(kwargs) - passed - ignored - {"auth"}
     if unknown:
         raise TypeError(f"websocket_connect() got unexpected keyword arguments {sorted(unknown)}")
-    options = {name: kwargs[name] for name in allowed if name in kwargs}
+    options = {name: kwargs[name] for name in passed if name in kwargs}
     request = client.build_request(
         "GET", urljoin("ws://testserver", url), headers=headers, **options
     )
@@ -269,6 +270,12 @@ def _json(data: Any, mode: Literal["text", "binary"]) -> Message:
     return {"type": "websocket.receive", "bytes": text.encode("utf-8")}
 
 
+def _raise_app_error(connection: Connection) -> None:
+    error = connection.take_error()
+    if error is not None:
+        raise error
+
+
 def _decode_json(message: Message, mode: Literal["text", "binary"]) -> Any:
     return json.loads(message["text"] if mode == "text" else message["bytes"].decode("utf-8"))
 
@@ -283,35 +290,33 @@ class WebSocketSession:
     def __init__(self, owner: Client, scope: Scope) -> None:
         self._owner = owner
         self._scope = scope
-        self._connection: Connection = None  # type: ignore[assignment]  # set by __enter__
         self.accepted_subprotocol: str | None = None
         self.extra_headers: list[tuple[bytes, bytes]] | None = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._exit: Any = None
+        # Set while the session is open (between __enter__ and __exit__).
+        self._open: tuple[anyio.from_thread.BlockingPortal, Connection] | None = None
+        self._exit: contextlib.ExitStack | None = None
 
     def __enter__(self) -> WebSocketSession:
         owner = self._owner
         with contextlib.ExitStack() as stack:
-            portal = self._portal = stack.enter_context(owner._portal_for_request())
+            portal = stack.enter_context(owner._portal_for_request())
             connection = portal.call(Connection, owner._driver, owner.ws_admission, self._scope)
-            self._connection = connection
+            stack.callback(setattr, self, "_open", None)
+            self._open = (portal, connection)
             stack.callback(portal.call, connection.close_streams)
             task = portal.start_task_soon(connection.run)
-            stack.callback(self._raise_app_error)
+            stack.callback(_raise_app_error, connection)
             stack.callback(concurrent.futures.wait, [task])
+            # Starlette's order: the disconnect, then a cancel; the portal round trip
+            # between them lets the app take the disconnect first.
             stack.callback(portal.call, connection.cancel)
             stack.callback(portal.call, connection.hang_up)
-            self.send({"type": "websocket.connect"})
+            portal.call(connection.put, {"type": "websocket.connect"})
             message = portal.call(connection.get_checked)
             self.accepted_subprotocol = message.get("subprotocol")
             self.extra_headers = list(message.get("headers", []))
             self._exit = stack.pop_all()
         return self
-
-    def _raise_app_error(self) -> None:
-        error = self._connection.take_error()
-        if error is not None:
-            raise error
 
     def __exit__(
         self,
@@ -323,17 +328,15 @@ class WebSocketSession:
         if stack is not None:
             stack.__exit__(exc_type, exc, tb)
 
-    def _call(self, function: Any, *args: Any) -> Any:
-        if self._portal is None or self._exit is None:
+    def _live(self) -> tuple[anyio.from_thread.BlockingPortal, Connection]:
+        if self._open is None:
             raise RuntimeError("the WebSocket session is not open: use it in a 'with' block")
-        return self._portal.call(function, *args)
+        return self._open
 
     def send(self, message: Message) -> None:
         """Give the app a raw ASGI message (``websocket.receive``, ``websocket.disconnect``)."""
-        portal = self._portal
-        if portal is None:
-            raise RuntimeError("the WebSocket session is not open: use it in a 'with' block")
-        portal.call(self._connection.put, message)
+        portal, connection = self._live()
+        portal.call(connection.put, message)
 
     def send_text(self, data: str) -> None:
         self.send({"type": "websocket.receive", "text": data})
@@ -349,16 +352,21 @@ class WebSocketSession:
 
     def receive(self) -> Message:
         """The app's next raw message (a close is returned, not raised)."""
-        return self._call(self._connection.get)  # type: ignore[no-any-return]
+        portal, connection = self._live()
+        return portal.call(connection.get)
+
+    def _receive_checked(self) -> Message:
+        portal, connection = self._live()
+        return portal.call(connection.get_checked)
 
     def receive_text(self) -> str:
-        return str(self._call(self._connection.get_checked)["text"])
+        return str(self._receive_checked()["text"])
 
     def receive_bytes(self) -> bytes:
-        return bytes(self._call(self._connection.get_checked)["bytes"])
+        return bytes(self._receive_checked()["bytes"])
 
     def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
-        return _decode_json(self._call(self._connection.get_checked), mode)
+        return _decode_json(self._receive_checked(), mode)
 
 
 class AsyncWebSocketSession:
@@ -369,24 +377,24 @@ class AsyncWebSocketSession:
     def __init__(self, owner: AsyncClient, scope: Scope) -> None:
         self._owner = owner
         self._scope = scope
-        self._connection: Connection = None  # type: ignore[assignment]  # set by __aenter__
+        self._connection: Connection | None = None  # set by __aenter__
         self._task: Detached | None = None
         self.accepted_subprotocol: str | None = None
         self.extra_headers: list[tuple[bytes, bytes]] | None = None
 
     async def __aenter__(self) -> AsyncWebSocketSession:
         owner = self._owner
-        self._connection = Connection(owner._driver, owner.ws_admission, self._scope)
-        task = self._task = Detached(self._connection.run)
+        connection = Connection(owner._driver, owner.ws_admission, self._scope)
+        self._connection = connection
+        self._task = Detached(connection.run)
         try:
-            await self.send({"type": "websocket.connect"})
-            message = await self._connection.get_checked()
+            await connection.put({"type": "websocket.connect"})
+            message = await connection.get_checked()
         except BaseException:
-            await self._end()
+            await self._end(connection)
             raise
         self.accepted_subprotocol = message.get("subprotocol")
         self.extra_headers = list(message.get("headers", []))
-        del task
         return self
 
     async def __aexit__(
@@ -398,26 +406,31 @@ class AsyncWebSocketSession:
         # Unlike the sync session (Starlette's behaviour: cancel right after the
         # disconnect), wait for the app to return, as nea's server does: there is no portal
         # round trip here that would let the app see the disconnect before a cancel.
+        connection = self._live()
         try:
-            await self._connection.hang_up()
+            await connection.hang_up()
             if self._task is not None:
                 await self._task.wait()
         finally:
-            await self._end()  # cancels the app only if this task was cancelled
-        error = self._connection.take_error()
-        if error is not None:
-            raise error
+            await self._end(connection)  # a no-op cancel unless this task was cancelled
+        _raise_app_error(connection)
 
-    async def _end(self) -> None:
+    async def _end(self, connection: Connection) -> None:
         task, self._task = self._task, None
+        self._connection = None
         if task is not None:
-            self._connection.cancel()
+            connection.cancel()
             with anyio.CancelScope(shield=True):
                 await task.wait()
-        self._connection.close_streams()
+        connection.close_streams()
+
+    def _live(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the WebSocket session is not open: use it in an 'async with' block")
+        return self._connection
 
     async def send(self, message: Message) -> None:
-        await self._connection.put(message)
+        await self._live().put(message)
 
     async def send_text(self, data: str) -> None:
         await self.send({"type": "websocket.receive", "text": data})
@@ -432,13 +445,13 @@ class AsyncWebSocketSession:
         await self.send({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     async def receive(self) -> Message:
-        return await self._connection.get()
+        return await self._live().get()
 
     async def receive_text(self) -> str:
-        return str((await self._connection.get_checked())["text"])
+        return str((await self._live().get_checked())["text"])
 
     async def receive_bytes(self) -> bytes:
-        return bytes((await self._connection.get_checked())["bytes"])
+        return bytes((await self._live().get_checked())["bytes"])
 
     async def receive_json(self, mode: Literal["text", "binary"] = "text") -> Any:
-        return _decode_json(await self._connection.get_checked(), mode)
+        return _decode_json(await self._live().get_checked(), mode)
