@@ -168,7 +168,8 @@ class RequestCycle:
             if self.budget is not None and self.budget.tripped:
                 # Tripped after the response started: admission logged the one warning line;
                 # abort so the client cannot take the truncated body for a whole one.
-                self._log_aborted()
+                if self.conn.state.access_log and self.response_started:
+                    self.log_access(self.response.status, aborted=True)
                 self.conn.abort()
             else:
                 logger.error("Exception in ASGI application", exc_info=exc)
@@ -188,19 +189,19 @@ class RequestCycle:
                     logger.error("ASGI callable returned without completing the response")
                 self.conn.abort()
 
-    def _log_aborted(self) -> None:
-        if self.conn.state.access_log and self.response_started:
-            head = self.head
-            log_access(
-                self.scope["client"],
-                head.method,
-                head.target,
-                head.http_version,
-                self.response.status,
-                time.perf_counter() - self.started_at,
-                self.peak(),
-                aborted=True,
-            )
+    def log_access(self, status: int, *, aborted: bool = False) -> None:
+        """This request's ``nea.access`` line (the caller checked ``state.access_log``)."""
+        head = self.head
+        log_access(
+            self.scope["client"],
+            head.method,
+            head.target,
+            head.http_version,
+            status,
+            time.perf_counter() - self.started_at,
+            self.peak(),
+            aborted=aborted,
+        )
 
     async def wait_disconnect(self) -> None:
         """Return once the client is gone, without reading the body (admission uses it to

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from nea._http.parser import END_OF_MESSAGE, RequestHead
 from nea._http.response import error_response
 from nea._http.scope import apply_proxy_headers, build_scope, websocket_scope
 from nea._server.cycle import RequestCycle
-from nea._server.state import ServerState, log_access, logger
+from nea._server.state import ServerState, logger
 
 # What the connection's one deadline limits (``HTTPProtocol._deadline_kind``).
 _NO_DEADLINE, _IDLE, _HEAD, _BODY = range(4)
@@ -303,16 +302,7 @@ class HTTPProtocol(asyncio.Protocol):
         """Called by the cycle when its last body chunk is written."""
         state = self.state
         if state.access_log:
-            head = cycle.head
-            log_access(
-                cycle.scope["client"],
-                head.method,
-                head.target,
-                head.http_version,
-                cycle.response.status,
-                time.perf_counter() - cycle.started_at,
-                cycle.peak(),
-            )
+            cycle.log_access(cycle.response.status)
         keep_alive = cycle.response.keep_alive and not state.shutting_down
         if not cycle.body_complete and cycle.head.expect_continue and not cycle.continue_sent:
             # The client may still be waiting to send a body nobody will read.
@@ -368,16 +358,7 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.state
         self.write(error_response(status, reason, state.default_headers))
         if state.access_log and self.cycle is not None:
-            head = self.cycle.head
-            log_access(
-                self.cycle.scope["client"],
-                head.method,
-                head.target,
-                head.http_version,
-                status,
-                time.perf_counter() - self.cycle.started_at,
-                self.cycle.peak(),
-            )
+            self.cycle.log_access(status)
         self.close()
 
     def close(self) -> None:
