@@ -39,6 +39,9 @@ static long sysconf(int name) { (void)name; return 4096; }
  * budgets use it. */
 #define RG_DEFAULT_SLOTS 16u
 #define RG_DEFAULT_SLOT_BYTES ((size_t)64 << 20)
+/* The most recently freed slot is reused while it has at most this many pinned runs (see
+ * nea_region_acquire); a reset walks every run, so the pins it accumulates stay few. */
+#define RG_WARM_PINNED 32u
 
 rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
 
@@ -430,13 +433,25 @@ uint32_t nea_region_acquire(uint64_t owner)
         nea_region.enabled = 0; /* no mapping possible here: the table path serves all */
         return RG_NONE;
     }
-    /* The most recently freed slot (warmest in the caches) among those with the lowest
-     * top: escaped blocks (objects parked on CPython's free lists, a tripped request's
-     * blocks held by its exception's frames until the GC runs) pin pages, and a slot
-     * pinned near its end would send the next request to the table path. */
+    /* The most recently freed slot: its pages are the warmest in the caches, and the
+     * last request's free pages are the next one's. A few escaped blocks do not change
+     * that (a server's request usually leaves some behind, held by the server's objects
+     * until they are freed just after): reusing the pinned slot keeps the pages that
+     * stay free hot, where skipping it would move each request of a burst to a slot of
+     * its own. Past RG_WARM_PINNED pinned runs, or above a quarter of the slot, the
+     * search below applies. */
     uint32_t *link = &nea_region.free_head;
     uint32_t best = UINT32_MAX;
-    for (uint32_t *l = link; *l != RG_NONE; l = &nea_region.slots[*l].next_free) {
+    if (*link != RG_NONE) {
+        rg_slot *head = &nea_region.slots[*link];
+        if (head->pinned <= RG_WARM_PINNED && head->top <= nea_region.pages / 4)
+            best = 0; /* taken as it is: the loop below does not run */
+    }
+    /* Else the most recently freed among those with the lowest top: escaped blocks
+     * (objects parked on CPython's free lists, a tripped request's blocks held by its
+     * exception's frames until the GC runs) pin pages, and a slot pinned near its end
+     * would send the next request to the table path. */
+    for (uint32_t *l = link; best != 0 && *l != RG_NONE; l = &nea_region.slots[*l].next_free) {
         uint32_t top = nea_region.slots[*l].pinned == 0 ? 0 : nea_region.slots[*l].top;
         if (top < best) {
             best = top;
