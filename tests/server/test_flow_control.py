@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import pytest
@@ -139,3 +140,37 @@ async def test_head_timer_is_not_restarted_by_trickling_bytes(backend: str) -> N
     protocol.data_received(b"\r\n")
     assert protocol._deadline == 0.0  # the head is complete
     protocol.connection_lost(None)
+
+
+async def test_a_finished_request_is_not_kept_until_the_next_loop_iteration(
+    backend: str,
+) -> None:
+    """A request whose head left with its body is freed when its task ends, not by the
+    head flush on the next loop iteration: under load a whole burst of finished requests
+    (and the blocks their apps left in them, pinning region pages) stayed alive together."""
+
+    class Kept:
+        pass
+
+    kept: list[weakref.ref[Kept]] = []
+    seen_alive: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if kept:  # the second request, run in the same loop iteration as the first
+            seen_alive.append(kept[0]() is not None)
+        else:
+            scope["kept"] = thing = Kept()  # lives as long as the request's scope
+            kept.append(weakref.ref(thing))
+            del thing
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    first, first_transport = connect(app, backend)
+    second, second_transport = connect(app, backend)
+    first.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    second.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert first_transport.written.startswith(b"HTTP/1.1 200")
+    assert second_transport.written.startswith(b"HTTP/1.1 200")
+    assert seen_alive == [False]

@@ -274,6 +274,7 @@ class RequestCycle:
             else:
                 self.head_written = True
                 data = self._first_body(body, more_body)
+                self.conn.state.head_sent(self)
         except ResponseError as exc:
             self._fail(str(exc))
         conn = self.conn

@@ -86,6 +86,7 @@ class ServerState:
         # Cycles whose head may still be unwritten at the end of this loop iteration; one
         # call_soon serves every response started in the same iteration.
         self._pending_heads: list[RequestCycle] = []
+        self._flush_scheduled = False
         # Decided once per serve(): the CLI configures logging before the server starts.
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
         self.root_path = config.root_path
@@ -118,11 +119,24 @@ class ServerState:
         self._clock = self._loop.call_later(1.0 - (now - int(now)) + 0.001, self.tick_clock)
 
     def flush_head_soon(self, cycle: RequestCycle) -> None:
-        if not self._pending_heads:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
             self._loop.call_soon(self._flush_heads, context=self.context)
         self._pending_heads.append(cycle)
 
+    def head_sent(self, cycle: RequestCycle) -> None:
+        """``cycle``'s head left with its first body message: it need not wait for the
+        flush. Dropped from the list at once (it is the last one added when the app sent
+        its start and first body in one step, the usual case), so that the cycle, and what
+        the app left in it, is not kept alive until the next loop iteration: under load a
+        whole burst of requests would otherwise stay alive together, and blocks of theirs
+        kept until then pin their region pages (docs/internals/region.md)."""
+        pending = self._pending_heads
+        if pending and pending[-1] is cycle:
+            pending.pop()
+
     def _flush_heads(self) -> None:
+        self._flush_scheduled = False
         pending = self._pending_heads
         self._pending_heads = []
         for cycle in pending:
