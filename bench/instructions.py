@@ -33,8 +33,16 @@ of ``rep movsb`` as an instruction, so the same copies of a JSON body count up t
 differently from one heap layout (one run) to the next. Without them, repeated runs agree
 far more closely.
 
+Under concurrency the same instructions cost more: with ``--connections K`` the requests
+come from K client connections at once (each sends its share, one after the other), so the
+server answers bursts of requests together as under ``wrk -c64``, and ``--cache-sim`` has
+callgrind simulate the caches (the machine's sizes) and adds the data-cache misses per
+request (D1: first level, LL: last level) -- counted deterministically, unlike the time they
+cost.
+
     python bench/instructions.py                      # every row and column, a few minutes
     python bench/instructions.py --only json,nea-off,nea-defaults --requests 200
+    python bench/instructions.py --only nea-off,nea-defaults --connections 64 --cache-sim
 
 Needs valgrind (with callgrind_control) and nea's C extension. Listens on 127.0.0.1 only.
 """
@@ -143,6 +151,18 @@ def _server(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             _live.discard(proc)
 
 
+def _send_concurrently(port: int, path: str, n: int, connections: int) -> None:
+    """``n`` GETs from ``connections`` keep-alive connections at once (each sends its share
+    sequentially); each must be a 200."""
+    if connections <= 1:
+        _send_requests(port, path, n)
+        return
+    shares = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
+    with ThreadPoolExecutor(max_workers=connections) as clients:
+        for done in [clients.submit(_send_requests, port, path, k) for k in shares if k]:
+            done.result()
+
+
 def _send_requests(port: int, path: str, n: int) -> None:
     """``n`` sequential GETs on one keep-alive connection; each must be a 200."""
     conn = http.client.HTTPConnection(HOST, port, timeout=RESPONSE_TIMEOUT_S)
@@ -175,6 +195,16 @@ def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str
 class Count:
     total: float  # instructions
     copies: float  # of which in libc's memcpy/memmove/memset (see the module's docstring)
+    d1_misses: float = 0.0  # data reads and writes missing the first-level cache (--cache-sim)
+    ll_misses: float = 0.0  # ... and missing the last-level cache too
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """How the requests are sent and what callgrind simulates."""
+
+    connections: int = 1
+    cache_sim: bool = False
 
 
 _COPY_FUNCTION = re.compile(r"^\s*([\d,]+) .*:__mem(?:cpy|move|set)\w* ", re.MULTILINE)
@@ -193,13 +223,20 @@ def _copies(profile: Path) -> int:
     return sum(int(m.group(1).replace(",", "")) for m in _COPY_FUNCTION.finditer(annotate.stdout))
 
 
-def count(row: str, col: str, python: str, n: int, out: Path) -> Count:
+def _misses(log: str, name: str) -> int:
+    found = re.search(rf"{name} misses:\s+([\d,]+)", log)
+    return 0 if found is None else int(found.group(1).replace(",", ""))
+
+
+def count(row: str, col: str, python: str, n: int, out: Path, load: Load) -> Count:
     """Instructions callgrind collects while the server of a cell answers ``n`` requests and
     shuts down; the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
     port = free_port()  # here, not when the run is queued: the port stays free only briefly
     command, path = _command(ROWS[row], COLUMNS[col], port, python)
     log = out.with_name(out.name + ".log")
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    if load.cache_sim:
+        valgrind.append("--cache-sim=yes")
     valgrind += [f"--callgrind-out-file={out}"]
     with _server([*valgrind, *command], log) as proc:
         what = f"{Path(command[0]).name} {' '.join(command[1:4])} under callgrind (log: {log})"
@@ -218,7 +255,7 @@ def count(row: str, col: str, python: str, n: int, out: Path) -> Count:
         )
         if on.returncode != 0 or "OK" not in on.stdout:
             raise BenchError(f"callgrind_control could not switch instrumentation on: {on.stdout}")
-        _send_requests(port, path, n)
+        _send_concurrently(port, path, n, load.connections)
         if proc.poll() is not None:  # e.g. it could not bind: someone else answered
             raise BenchError(f"{what} exited during the run, status {proc.returncode}")
         proc.send_signal(signal.SIGINT)
@@ -226,10 +263,11 @@ def count(row: str, col: str, python: str, n: int, out: Path) -> Count:
             proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise BenchError(f"{what} did not stop within {SHUTDOWN_TIMEOUT_S} s") from None
-    found = re.search(r"Collected : (\d+)", log.read_text(errors="replace"))
+    text = log.read_text(errors="replace")
+    found = re.search(r"Collected : (\d+)", text)
     if found is None:
         raise BenchError(f"no instruction count in {log} (exit status {proc.returncode})")
-    return Count(int(found.group(1)), _copies(out))
+    return Count(int(found.group(1)), _copies(out), _misses(text, "D1 "), _misses(text, "LL"))
 
 
 def measure(
@@ -238,6 +276,7 @@ def measure(
     python: str,
     jobs: int,
     keep: Path | None,
+    load: Load,
 ) -> dict[tuple[str, str], Count]:
     """Instructions per request of every (row, column) cell; ``jobs`` servers at a time.
     With ``keep``, the callgrind profiles stay there as ``callgrind.ROW.COLUMN.REQUESTS``."""
@@ -252,12 +291,15 @@ def measure(
                 runs = []
                 for k in (n, 2 * n):  # submitted together: they run at the same time
                     out = outdir / f"callgrind.{row}.{col}.{k}"
-                    runs.append(pool.submit(count, row, col, python, k, out))
+                    runs.append(pool.submit(count, row, col, python, k, out, load))
                 futures[row, col] = (runs[0], runs[1])
             for (row, col), (once, twice) in futures.items():
                 first, second, n = once.result(), twice.result(), requests[row]
                 results[row, col] = Count(
-                    (second.total - first.total) / n, (second.copies - first.copies) / n
+                    (second.total - first.total) / n,
+                    (second.copies - first.copies) / n,
+                    (second.d1_misses - first.d1_misses) / n,
+                    (second.ll_misses - first.ll_misses) / n,
                 )
                 print(f"  measured {row:5} {COLUMNS[col].label}", file=sys.stderr, flush=True)
         finally:
@@ -303,10 +345,11 @@ def _preflight(python: str) -> str:
     return version
 
 
-def report(results: dict[tuple[str, str], Count]) -> None:
+def report(results: dict[tuple[str, str], Count], cache_sim: bool = False) -> None:
+    misses = f" {'D1 misses':>10} {'vs baseline':>12} {'LL misses':>10}" if cache_sim else ""
     print(
         f"{'row':6} {'server':36} {'instructions/request':>21} {'vs baseline':>12}"
-        f" {'without mem*':>13} {'vs baseline':>12}"
+        f" {'without mem*':>13} {'vs baseline':>12}{misses}"
     )
     for row in ROWS:
         for col, column in COLUMNS.items():
@@ -317,11 +360,18 @@ def report(results: dict[tuple[str, str], Count]) -> None:
             rest = value.total - value.copies
             base_total = None if base is None else base.total
             base_rest = None if base is None else base.total - base.copies
-            print(
+            line = (
                 f"{row:6} {column.label:36} {value.total:21,.0f} "
                 f"{_versus(value.total, base_total, column):>12} {rest:13,.0f} "
                 f"{_versus(rest, base_rest, column):>12}"
             )
+            if cache_sim:
+                base_d1 = None if base is None else base.d1_misses
+                line += (
+                    f" {value.d1_misses:10,.0f} {_versus(value.d1_misses, base_d1, column):>12}"
+                    f" {value.ll_misses:10,.0f}"
+                )
+            print(line)
 
 
 def _versus(value: float, base: float | None, column: Column) -> str:
@@ -361,25 +411,42 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=2, help="servers under callgrind at once (default 2)"
     )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=1,
+        help="client connections sending at once (default 1; 64 is wrk -c64's load)",
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="simulate the caches (callgrind --cache-sim=yes): data-cache misses per request",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.requests is not None and args.requests < 1:
             raise BenchError(f"--requests must be at least 1, got {args.requests}")
+        if args.connections < 1:
+            raise BenchError(f"--connections must be at least 1, got {args.connections}")
         rows, cols = _select(args.only)
         version = _preflight(args.python)
         requests = {row: args.requests or ROWS[row].requests for row in rows}
         started = time.monotonic()
+        load = Load(args.connections, args.cache_sim)
         print(
-            f"python {version}; callgrind, server side, N vs 2N sequential keep-alive requests: "
+            f"python {version}; callgrind, server side, N vs 2N keep-alive requests from "
+            f"{args.connections} connection(s)"
+            + (", caches simulated" if args.cache_sim else "")
+            + ": "
             + ", ".join(f"{row} N={n}" for row, n in requests.items()),
             flush=True,
         )
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
         cells = [(r, c) for r in rows for c in cols]
-        results = measure(cells, requests, args.python, args.jobs, args.keep)
-        report(results)
+        results = measure(cells, requests, args.python, args.jobs, args.keep, load)
+        report(results, args.cache_sim)
         print(f"({time.monotonic() - started:.0f} s)")
     except BenchError as exc:
         raise SystemExit(f"bench/instructions.py: {exc}") from None

@@ -1,12 +1,18 @@
 """Throughput of nea against uvicorn, measured in the same run with wrk.
 
 Every row serves the same application with both servers (uvloop + httptools for both, access
-log off, log level warning), one server at a time, alternating which goes first in each round.
+log off, log level warning), one server at a time, rotating which goes first in each round.
 wrk drives each server for ``--duration`` seconds with ``--connections`` connections on one
-thread; the table shows the median requests/second over ``--rounds`` rounds and nea/uvicorn.
+thread. The headline is the server's CPU time per request (user + system from /proc over the
+wrk run, divided by the requests wrk completed): on a shared machine it moves far less than
+requests/second, which contention for the CPUs changes from one run to the next. The table
+shows the medians over ``--rounds`` rounds of both, and their ratios nea/uvicorn
+(``uvicorn/nea`` for CPU, so that above 1 means nea is ahead in both columns).
+``--meter-off`` adds nea with ``--meter off`` as a third server: the cost of budgets in the
+same run.
 
     python bench/throughput.py                      # 3 rounds, wrk -t1 -c64 -d5s
-    python bench/throughput.py --rounds 1 --duration 2 --rows hello,json
+    python bench/throughput.py --rounds 1 --duration 2 --rows hello,json --meter-off
 
 All traffic goes to 127.0.0.1. Needs wrk (``apt-get install wrk``) and the ``bench`` extra.
 """
@@ -29,6 +35,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _common import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -63,12 +71,14 @@ ROWS = [
     Row("hello-h11", "raw ASGI hello, h11 vs h11", "hello:app", "/", http="h11"),
 ]
 SERVERS = ("nea", "uvicorn")
+NEA_OFF = "nea-off"  # nea --meter off (``--meter-off``)
 
 
 @dataclass
 class Result:
-    rates: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SERVERS})
-    errors: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVERS})
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # µs per request
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 def main() -> int:
@@ -78,24 +88,29 @@ def main() -> int:
         print("wrk is not installed: apt-get install wrk (or brew install wrk)", file=sys.stderr)
         return 1
     rows = select_rows(args.rows)
+    servers = (*SERVERS, NEA_OFF) if args.meter_off else SERVERS
     print_environment(wrk, args)
     results = {row.name: Result() for row in rows}
     with tempfile.TemporaryDirectory(prefix="nea-bench-") as tmp:
         workdir = Path(tmp)
         for round_number in range(args.rounds):
-            # Alternate who goes first so warm caches or thermal drift favour neither.
-            order = SERVERS if round_number % 2 == 0 else tuple(reversed(SERVERS))
+            # Rotate who goes first so warm caches or thermal drift favour nobody.
+            shift = round_number % len(servers)
+            order = servers[shift:] + servers[:shift]
             for row in rows:
                 for server in order:
-                    rate, errors = measure(wrk, server, row, args, workdir)
-                    results[row.name].rates[server].append(rate)
-                    results[row.name].errors[server] += errors
+                    rate, cpu, errors = measure(wrk, server, row, args, workdir)
+                    result = results[row.name]
+                    result.rates.setdefault(server, []).append(rate)
+                    result.cpu.setdefault(server, []).append(cpu)
+                    result.errors[server] = result.errors.get(server, 0) + errors
                     print(
                         f"round {round_number + 1}/{args.rounds} {row.name:<10} {server:<8} "
-                        f"{rate:>10.0f} req/s" + (f"  ({errors} errors)" if errors else ""),
+                        f"{cpu:>8.1f} µs/req {rate:>10.0f} req/s"
+                        + (f"  ({errors} errors)" if errors else ""),
                         flush=True,
                     )
-    print_table(rows, results)
+    print_table(rows, results, servers)
     return 0
 
 
@@ -108,6 +123,11 @@ def parse_args() -> argparse.Namespace:
         "--rows",
         default=",".join(row.name for row in ROWS),
         help=f"comma-separated rows to run, from: {', '.join(row.name for row in ROWS)}",
+    )
+    parser.add_argument(
+        "--meter-off",
+        action="store_true",
+        help="also run nea with --meter off (the cost of budgets, in the same run)",
     )
     parser.add_argument(
         "--nea-args",
@@ -143,14 +163,17 @@ def server_command(server: str, row: Row, port: int, nea_args: str = "") -> list
         "--log-level",
         "warning",
     ]
+    if server == NEA_OFF:
+        return [sys.executable, "-m", "nea", *common, *shlex.split(nea_args), "--meter", "off"]
     extra = shlex.split(nea_args) if server == "nea" else []
     return [sys.executable, "-m", server, *common, *extra]
 
 
 def measure(
     wrk: str, server: str, row: Row, args: argparse.Namespace, workdir: Path
-) -> tuple[float, int]:
-    """Start ``server`` for ``row``, warm it up, run wrk once; return (req/s, errors)."""
+) -> tuple[float, float, int]:
+    """Start ``server`` for ``row``, warm it up, run wrk once; return (req/s, server CPU µs
+    per request, errors)."""
     port = free_port()
     log_path = workdir / f"{server}-{row.name}.log"
     with log_path.open("wb") as log:
@@ -165,10 +188,13 @@ def measure(
             url = f"http://{HOST}:{port}{row.path}"
             script = lua_script(row, workdir)
             run_wrk(wrk, url, script, WARMUP_SECONDS, args.connections)
+            before = cpu_seconds(process.pid)
             output = run_wrk(wrk, url, script, args.duration, args.connections)
+            used = cpu_seconds(process.pid) - before
         finally:
             stop(process)
-    return parse_wrk(output)
+    rate, requests, errors = parse_wrk(output)
+    return rate, used / max(requests, 1) * 1e6, errors
 
 
 def free_port() -> int:
@@ -229,9 +255,11 @@ def run_wrk(wrk: str, url: str, script: Path | None, seconds: int, connections: 
     return completed.stdout
 
 
-def parse_wrk(output: str) -> tuple[float, int]:
+def parse_wrk(output: str) -> tuple[float, int, int]:
+    """(requests/second, requests completed, errors) from wrk's report."""
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if rate is None:
+    count = re.search(r"(\d+) requests in", output)
+    if rate is None or count is None:
         raise SystemExit(f"cannot read wrk output:\n{output}")
     errors = 0
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
@@ -242,7 +270,7 @@ def parse_wrk(output: str) -> tuple[float, int]:
     )
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return float(rate.group(1)), errors
+    return float(rate.group(1)), int(count.group(1)), errors
 
 
 def version(package: str) -> str:
@@ -264,23 +292,33 @@ def print_environment(wrk: str, args: argparse.Namespace) -> None:
     print(f"{first_line[0] if first_line else 'wrk'}")
     print(
         f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "
-        f"median req/s; both servers: --loop uvloop --no-access-log --log-level warning"
+        f"medians; every server: --loop uvloop --no-access-log --log-level warning"
     )
     print(f"nea options: {args.nea_args or 'defaults (per-request budgets on)'}\n")
 
 
-def print_table(rows: list[Row], results: dict[str, Result]) -> None:
+def print_table(rows: list[Row], results: dict[str, Result], servers: tuple[str, ...]) -> None:
+    off = NEA_OFF in servers
     print()
-    print("| row | nea req/s | uvicorn req/s | nea/uvicorn |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| row | nea CPU µs/req | uvicorn CPU µs/req | uvicorn/nea CPU"
+        + (" | nea --meter off CPU µs/req | budgets' cost" if off else "")
+        + " | nea req/s | uvicorn req/s | nea/uvicorn req/s |"
+    )
+    print("|---|---:|---:|---:|" + ("---:|---:|" if off else "") + "---:|---:|---:|")
     for row in rows:
         result = results[row.name]
-        nea = statistics.median(result.rates["nea"])
-        uvicorn = statistics.median(result.rates["uvicorn"])
-        ratio = nea / uvicorn if uvicorn else float("nan")
+        cpu = {server: statistics.median(result.cpu[server]) for server in servers}
+        rate = {server: statistics.median(result.rates[server]) for server in servers}
         errors = sum(result.errors.values())
         note = f" ({errors} errors)" if errors else ""
-        print(f"| {row.title} | {nea:.0f} | {uvicorn:.0f} | {ratio:.2f}{note} |")
+        cells = [row.title, f"{cpu['nea']:.1f}", f"{cpu['uvicorn']:.1f}"]
+        cells.append(f"{cpu['uvicorn'] / cpu['nea']:.2f}")
+        if off:
+            cells += [f"{cpu[NEA_OFF]:.1f}", f"{cpu['nea'] / cpu[NEA_OFF] - 1:+.1%}"]
+        cells += [f"{rate['nea']:.0f}", f"{rate['uvicorn']:.0f}"]
+        cells.append(f"{rate['nea'] / rate['uvicorn']:.2f}{note}")
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

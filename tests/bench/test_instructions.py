@@ -69,6 +69,34 @@ def test_report_prints_ratios_against_the_row_baseline(
     assert lines[3].endswith("(no baseline)")
 
 
+def test_report_adds_cache_misses_when_simulated(
+    bench: tuple[ModuleType, ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    instructions, _ = bench
+    count = instructions.Count
+    results = {
+        ("hello", "nea-off"): count(100_000.0, 0.0, 2_000.0, 100.0),
+        ("hello", "nea-defaults"): count(105_000.0, 0.0, 2_200.0, 120.0),
+    }
+    instructions.report(results, cache_sim=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert "D1 misses" in lines[0] and "LL misses" in lines[0]
+    assert lines[2].split()[-4:] == ["2,200", "+10.0", "%", "120"]
+
+
+def test_misses_reads_callgrinds_cache_summary(bench: tuple[ModuleType, ModuleType]) -> None:
+    instructions, _ = bench
+    log = """\
+==1== D   refs:       40,087  (28,317 rd + 11,770 wr)
+==1== D1  misses:      1,493  (   919 rd +    574 wr)
+==1== LLd misses:      1,329  (   782 rd +    547 wr)
+==1== LL misses:       2,393  ( 1,846 rd +    547 wr)
+"""
+    assert instructions._misses(log, "D1 ") == 1_493
+    assert instructions._misses(log, "LL") == 2_393
+    assert instructions._misses("Collected : 5", "LL") == 0
+
+
 def test_copies_sums_libc_memory_copies_of_a_profile(
     bench: tuple[ModuleType, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
