@@ -67,7 +67,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from _common import HOST, free_port, nea_command, uvicorn_command, wait_until_listening
+from _common import (
+    HOST,
+    NEA_SLOTS,
+    free_port,
+    nea_command,
+    uvicorn_command,
+    wait_until_listening,
+)
 
 STARTUP_TIMEOUT_S = 180  # imports under valgrind, uninstrumented, on a busy machine
 RESPONSE_TIMEOUT_S = 60  # one request under callgrind takes well under a second
@@ -184,9 +191,15 @@ def _send_requests(port: int, path: str, n: int) -> None:
         conn.close()
 
 
-def _command(row: Row, column: Column, port: int, python: str) -> tuple[list[str], str]:
+def _command(
+    row: Row, column: Column, port: int, python: str, connections: int = 1
+) -> tuple[list[str], str]:
     if column.server == "nea":
-        return nea_command(row.nea_app, port, *column.nea_args, python=python), row.nea_path
+        # A slot for every connection, as nea's default 64 slots have under wrk -c64: no
+        # request waits in admission's queue.
+        slots = ("--slots", str(connections)) if connections > int(NEA_SLOTS) else ()
+        command = nea_command(row.nea_app, port, *column.nea_args, *slots, python=python)
+        return command, row.nea_path
     app = row.uvicorn_metered if column.metered else row.uvicorn_plain
     return uvicorn_command(app, port, python=python), row.uvicorn_path
 
@@ -232,7 +245,7 @@ def count(row: str, col: str, python: str, n: int, out: Path, load: Load) -> Cou
     """Instructions callgrind collects while the server of a cell answers ``n`` requests and
     shuts down; the profile goes to ``out``, valgrind's messages to ``out`` + ``.log``."""
     port = free_port()  # here, not when the run is queued: the port stays free only briefly
-    command, path = _command(ROWS[row], COLUMNS[col], port, python)
+    command, path = _command(ROWS[row], COLUMNS[col], port, python, load.connections)
     log = out.with_name(out.name + ".log")
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
     if load.cache_sim:

@@ -39,9 +39,12 @@ static long sysconf(int name) { (void)name; return 4096; }
  * budgets use it. */
 #define RG_DEFAULT_SLOTS 16u
 #define RG_DEFAULT_SLOT_BYTES ((size_t)64 << 20)
-/* The most recently freed slot is reused while it has at most this many pinned runs (see
- * nea_region_acquire); a reset walks every run, so the pins it accumulates stay few. */
+/* The most recently freed slot is reused while it has at most this many pinned runs and
+ * its top is at most this many pages up (see nea_region_acquire): a reset walks every run,
+ * so the pins it accumulates stay few, and pins high up would move each request's new
+ * pages further up the slot, into memory never touched before (a page fault each). */
 #define RG_WARM_PINNED 32u
+#define RG_WARM_TOP 64u
 
 rg_region nea_region = {.free_head = RG_NONE, .enabled = 1, .allowed = 1};
 
@@ -434,25 +437,28 @@ uint32_t nea_region_acquire(uint64_t owner)
         return RG_NONE;
     }
     /* The most recently freed slot: its pages are the warmest in the caches, and the
-     * last request's free pages are the next one's. A few escaped blocks do not change
-     * that (a server's request usually leaves some behind, held by the server's objects
-     * until they are freed just after): reusing the pinned slot keeps the pages that
-     * stay free hot, where skipping it would move each request of a burst to a slot of
-     * its own. Past RG_WARM_PINNED pinned runs, or above a quarter of the slot, the
-     * search below applies. */
+     * last request's free pages are the next one's. A few pinned runs do not change that
+     * (blocks parked on CPython's free lists outlive the requests that allocated them, so
+     * most slots of a busy server have some): skipping the slot for them would send each
+     * request to another, colder slot. Past RG_WARM_PINNED pinned runs, or a top above
+     * RG_WARM_TOP pages or a quarter of the slot, the search below applies. */
     uint32_t *link = &nea_region.free_head;
     uint32_t best = UINT32_MAX;
     if (*link != RG_NONE) {
         rg_slot *head = &nea_region.slots[*link];
-        if (head->pinned <= RG_WARM_PINNED && head->top <= nea_region.pages / 4)
+        if (head->pinned <= RG_WARM_PINNED && head->top <= RG_WARM_TOP &&
+            head->top <= nea_region.pages / 4)
             best = 0; /* taken as it is: the loop below does not run */
     }
     /* Else the most recently freed among those with the lowest top: escaped blocks
      * (objects parked on CPython's free lists, a tripped request's blocks held by its
      * exception's frames until the GC runs) pin pages, and a slot pinned near its end
-     * would send the next request to the table path. */
+     * would send the next request to the table path. A slot with nothing touched counts
+     * as RG_WARM_TOP pages up: every page it carves is touched for the first time (a page
+     * fault each), so a used slot pinned lower than that is taken first. */
     for (uint32_t *l = link; best != 0 && *l != RG_NONE; l = &nea_region.slots[*l].next_free) {
-        uint32_t top = nea_region.slots[*l].pinned == 0 ? 0 : nea_region.slots[*l].top;
+        rg_slot *c = &nea_region.slots[*l];
+        uint32_t top = c->touched == 0 ? RG_WARM_TOP : c->pinned == 0 ? 0 : c->top;
         if (top < best) {
             best = top;
             link = l;
@@ -484,10 +490,14 @@ uint32_t nea_region_acquire(uint64_t owner)
 
 /* Blocks of the holder outlived it (or earlier holders' still pin pages): walk the carved
  * runs, keep those with live blocks (pinned, their owner word now names a closed budget),
- * coalesce the others into the free-run list, and lower top to the last pinned run. */
+ * coalesce the others into the free-run list, and lower top to the last pinned run. The
+ * list is in address order, so first fit carves the lowest free pages: new pages, and the
+ * pins some of them get, stay low in the slot instead of pushing its top up. */
 static void scan_reset(rg_slot *rs)
 {
-    rg_page *tail = NULL; /* last free run, for coalescing */
+    rg_page *tail = NULL;            /* last free run, for coalescing */
+    rg_page **append = &rs->runs;    /* where the next free run is linked */
+    rg_page **tail_link = &rs->runs; /* the link to `tail` */
     uint32_t end = 0, pinned = 0;
     rs->runs = NULL;
     for (uint32_t i = 0; i < rs->top;) {
@@ -504,14 +514,16 @@ static void scan_reset(rg_slot *rs)
         else {
             pg->cls = RG_FREE_RUN;
             pg->hot_owner = RG_NOT_SMALL;
-            pg->next = rs->runs;
-            rs->runs = pg;
+            pg->next = NULL;
+            tail_link = append;
+            *append = pg;
+            append = &pg->next;
             tail = pg;
         }
         i += n;
     }
     if (tail != NULL) /* the trailing free run is simply above the new top */
-        rs->runs = tail->next;
+        *tail_link = NULL;
     rs->top = end;
     rs->pinned = pinned;
     rs->unpinned = 0;

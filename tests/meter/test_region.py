@@ -3,6 +3,7 @@ resets, escapes, the fallback to the block table, resizes across region and tabl
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import gc
 import random
@@ -124,15 +125,42 @@ def test_the_slot_just_freed_is_reused_despite_a_few_escaped_blocks(native_regio
     del kept
 
 
+def _held_slots() -> set[int]:
+    from nea import _meter
+
+    return {i for i, slot in enumerate(_meter.region_slots()) if slot["held"]}
+
+
 def test_a_slot_pinned_in_many_places_is_not_reused_first(native_region: str) -> None:
+    other = budget("16MiB")  # outermost too: opened in a context of its own
+    elsewhere = contextvars.Context()
+    elsewhere.run(other.__enter__)
+    (clean,) = _held_slots()
     with budget("16MiB"):
-        first = _held_slot()
+        (first,) = _held_slots() - {clean}
+        elsewhere.run(other.__exit__, None, None, None)  # `clean` is free, nothing pinned
         kept = [bytearray(5_000) for _ in range(40)]  # 40 runs of a page each
     from nea import _meter
 
     assert _meter.region_slots()[first]["pinned"] >= 40
+    with budget("16MiB"):  # `first` was freed last, but its 40 pins make a long reset
+        assert _held_slot() == clean
+    del kept
+
+
+def test_new_pages_come_from_the_lowest_free_run(native_region: str) -> None:
+    # Free runs are handed out in address order: new pages, and the pins some of them
+    # get, stay low in the slot rather than pushing its top further up.
     with budget("16MiB"):
-        assert _held_slot() != first
+        first = _held_slot()
+        runs = [bytearray(5_000) for _ in range(8)]  # one page each, one after the other
+        kept = [runs[2], runs[6]]
+        del runs
+    with budget("16MiB"):
+        assert _held_slot() == first
+        fresh = bytearray(5_000)
+        assert _address(fresh) < _address(kept[0])
+        del fresh
     del kept
 
 
