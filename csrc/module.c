@@ -439,6 +439,17 @@ static PyObject *meter_numpy_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_patch_c_libraries(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    nea_clibs_patch();
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_c_libraries(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return nea_clibs_info();
+}
+
 static PyObject *meter_set_shared_ceiling(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     size_t bytes = PyLong_AsSize_t(arg);
@@ -560,6 +571,11 @@ static PyMethodDef meter_methods[] = {
     {"set_wake_fd", meter_set_wake_fd, METH_O,
      "set_wake_fd(fd): a pipe's write end that wakes this thread's event loop when a "
      "worker thread owes a trip's delivery (-1: none)."},
+    {"patch_c_libraries", meter_patch_c_libraries, METH_NOARGS,
+     "patch_c_libraries(): charge the malloc blocks of the C libraries loaded since the "
+     "last call (cheap when none were)."},
+    {"c_libraries", meter_c_libraries, METH_NOARGS,
+     "c_libraries() -> dict: whether C libraries can be charged here, and what is patched."},
     {"numpy_install", meter_numpy_install, METH_NOARGS,
      "numpy_install(): charge numpy's array data to budgets (run it in an empty context; "
      "numpy must be importable)."},

@@ -25,6 +25,8 @@ pytest.importorskip("orjson")
 pytest.importorskip("msgpack")
 pytest.importorskip("django")
 pytest.importorskip("numpy")
+pytest.importorskip("PIL")
+pytest.importorskip("lxml")
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 60.0
@@ -32,6 +34,10 @@ OOM = b"Internal Server Error: Out of Memory"
 
 LIBRARY_CASES = [
     "numpy",
+    "pillow",
+    "lxml",
+    "sqlite",
+    "thread-sqlite",
     "executor",
     "orjson-dumps",
     "orjson-loads",

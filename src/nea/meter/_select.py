@@ -87,14 +87,18 @@ class NativeMeter:
         return self._ext.enter(limit, owner, ceiling, shares)
 
     def _install(self) -> None:
-        from nea.meter import _exits, _loop
+        from nea.meter import _clibs, _exits, _loop
         from nea.meter._imports import exempt_imports
         from nea.meter._numpy import install_if_imported
 
         self._ext.install()  # no region while tracemalloc's hooks are below ours (C)
         self._ext.set_trip_factory(self._trip_error)
         numpy_hook = functools.partial(install_if_imported, self._ext)
-        exempt_imports(self.var, self._ext.set_current, {"numpy": numpy_hook})
+        clibs_hook = None
+        if _clibs.env_mode() == "on":
+            clibs_hook = functools.partial(_clibs.patch, self._ext)
+            clibs_hook()
+        exempt_imports(self.var, self._ext.set_current, {"numpy": numpy_hook}, clibs_hook)
         numpy_hook()
         self._push_loop_frames()
         if not self._installed_once:
