@@ -66,7 +66,8 @@ asan: setup
 	    sh -c '$(BIN)/python -c "import nea._meter as m; assert \"build/asan\" in m.__file__, m.__file__" && \
 	        $(BIN)/python -m pytest -q tests/meter tests/trips && \
 	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30 && \
-	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30'
+	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30 && \
+	        $(BIN)/python -m tests.meter._clib_stress 14 10'
 
 clean:
 	rm -rf build $(VENV) src/nea/*.so src/*.egg-info

@@ -361,9 +361,9 @@ static PyThreadState *thread_by_ident(unsigned long ident)
 /* Is (idx, gen) `value`'s budget or one it is nested in? */
 static int handle_in_chain(PyObject *value, uint32_t idx, uint64_t gen)
 {
-    if (value == NULL || Py_TYPE(value) != &nea_HandleType)
+    nea_handle *h = nea_charged_handle(value);
+    if (h == NULL)
         return 0;
-    nea_handle *h = (nea_handle *)value;
     for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
         if (t == &M.slots[idx] && t->gen == gen)
             return 1;
@@ -414,6 +414,7 @@ static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
     h->closed = 1; /* dealloc must not close the slot; the getters read final below */
     h->owner = NULL;
     h->previous = NULL;
+    h->outer = NULL;
     memset(&h->final, 0, sizeof(h->final));
     if (nea_slot_report(idx, gen, &h->final) < 0) {
         Py_DECREF(h);
@@ -475,8 +476,8 @@ static int deliver(void *Py_UNUSED(arg))
     nea_slot *owed = NULL;
     uint32_t owed_idx = 0;
     uint64_t owed_gen = 0;
-    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        nea_handle *h = (nea_handle *)value;
+    nea_handle *h = nea_charged_handle(value);
+    if (h != NULL) {
         for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
             if (t->state == NEA_SLOT_OPEN && t->owed && t->owed_thread == me) {
                 owed = t;
@@ -578,9 +579,10 @@ static nea_slot *cache_store(PyThreadState *ts, PyObject *value, uint64_t epoch)
 {
     nea_slot *s = NULL;
     cache.idx = NEA_NO_SLOT; /* read by threads without the GIL (nea_any_owner) */
-    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        cache.idx = ((nea_handle *)value)->idx;
-        cache.gen = ((nea_handle *)value)->gen;
+    nea_handle *h = nea_charged_handle(value);
+    if (h != NULL) {
+        cache.idx = h->idx;
+        cache.gen = h->gen;
         s = slot_at(cache.idx, cache.gen);
         if (s != NULL && s->state != NEA_SLOT_OPEN)
             s = NULL;
@@ -1229,17 +1231,17 @@ static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, i
         }
         else {
             t->pending += sign * (ptrdiff_t)size;
-            if (t->pending > 0 && (size_t)t->pending > t->pending_high)
-                t->pending_high = (size_t)t->pending;
             if (t->pending >= NEA_FOLD_BYTES || t->pending <= -NEA_FOLD_BYTES)
                 fold = 1;
         }
-        if (sign < 0 || t->crossed_size != 0)
+        if (sign < 0)
             continue;
         size_t live = __atomic_load_n(&t->live, __ATOMIC_RELAXED);
         size_t used = t->pending >= 0 ? live + (size_t)t->pending
                                       : live - (live < (size_t)-t->pending ? live : (size_t)-t->pending);
-        if (used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
+        if (!gil && used > t->pending_peak)
+            t->pending_peak = used;
+        if (t->crossed_size == 0 && used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
             used > __atomic_load_n(&t->owe_above, __ATOMIC_RELAXED)) {
             t->crossed_size = size != 0 ? size : 1;
             t->crossed_thread = PyThread_get_thread_ident();
@@ -1311,18 +1313,17 @@ void nea_any_forget(void *p)
 
 void nea_any_fold_locked(nea_slot *t)
 {
-    if (t->pending != 0 || t->pending_high != 0) {
-        size_t high = t->live + t->pending_high; /* the peak while the bytes were pending */
+    if (t->pending != 0 || t->pending_peak != 0) {
         if (t->pending >= 0)
             t->live += (size_t)t->pending;
         else
             t->live = t->live >= (size_t)-t->pending ? t->live - (size_t)-t->pending : 0;
-        if (high > t->peak)
-            t->peak = high;
+        if (t->pending_peak > t->peak)
+            t->peak = t->pending_peak;
         if (t->live > t->peak)
             t->peak = t->live;
         t->pending = 0;
-        t->pending_high = 0;
+        t->pending_peak = 0;
     }
     if (t->crossed_size == 0 || t->state != NEA_SLOT_OPEN)
         return;

@@ -74,7 +74,7 @@ typedef struct {
     /* C libraries' blocks made or freed without the GIL: not yet in `live` (meter.c's
      * any_lock guards these four; the GIL side folds them in). */
     ptrdiff_t pending;
-    size_t pending_high;      /* the highest `pending` since the last fold */
+    size_t pending_peak;      /* the highest live + pending since the last fold */
     size_t crossed_size;      /* a C library's allocation of this size crossed the limit */
     unsigned long crossed_thread; /* and the thread that made it */
 } nea_slot;
@@ -97,10 +97,22 @@ typedef struct {
     int closed;
     PyObject *owner;          /* the nea.Budget; strong ref, GC-tracked */
     PyObject *previous;       /* current before enter(); strong ref until exit(), or NULL */
+    PyObject *outer;          /* the enclosing budget's handle when opened; strong ref or NULL:
+                               * tasks that outlive this budget are charged to it */
     nea_report final;         /* the numbers at close; owns final.refused_code */
 } nea_handle;
 
 extern PyTypeObject nea_HandleType;
+
+/* The budget charged where `value` (the contextvar's) is current: its handle while open,
+ * else the nearest open one it was nested in (a task that outlived an inner budget), else
+ * NULL. Borrowed. */
+static inline nea_handle *nea_charged_handle(PyObject *value)
+{
+    while (value != NULL && Py_TYPE(value) == &nea_HandleType && ((nea_handle *)value)->closed)
+        value = ((nea_handle *)value)->outer;
+    return value != NULL && Py_TYPE(value) == &nea_HandleType ? (nea_handle *)value : NULL;
+}
 
 int nea_meter_init(PyObject *var);          /* once per process; keeps a ref to var */
 int nea_meter_install(void);                /* hook MEM and OBJ; -1 with exception */

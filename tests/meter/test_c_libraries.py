@@ -40,7 +40,9 @@ def run_case(name: str, **env: str) -> Any:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def assert_close(charged: int, truth: int, tolerance: float = 0.05) -> None:
+def assert_close(charged: int, truth: int | None, tolerance: float = 0.05) -> None:
+    if truth is None:
+        return  # another malloc is preloaded (make asan): glibc's count sees nothing
     assert abs(charged - truth) <= tolerance * truth, (charged, truth)
 
 

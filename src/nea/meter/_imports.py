@@ -40,7 +40,7 @@ def exempt_imports(
 
     def _find_and_load(name: str, import_: Callable[..., Any]) -> Any:
         previous = var.get()
-        if previous is None or previous.closed:  # no open budget here (see meter_exit)
+        if previous is None or previous.charged is None:  # no open budget charged here
             module = original(name, import_)
         else:
             # set(), never reset(): resetting to "no value" can leave CPython's contextvar
