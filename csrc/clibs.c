@@ -15,7 +15,7 @@
  * Memory a library maps itself (mmap, Arrow's jemalloc pool) is not seen.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE
+#define _GNU_SOURCE 1
 #endif
 #include "blocks.h"
 #include "meter.h"

@@ -192,19 +192,43 @@ def raw_thread() -> dict[str, Any]:
     return {"raw": raw, "copied": copied, "gray": 2000 * 2000}
 
 
+def _rss_peak_reset() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; return that, in bytes."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return _status_bytes("VmHWM")
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise LookupError(field)
+
+
 def trip_pillow() -> dict[str, Any]:
-    """Images past a 16 MiB budget: the loop stops at the first line after the crossing."""
+    """Images past a 16 MiB budget: the loop stops at the first line after the crossing,
+    and the process's RSS grows past the budget by no more than that one image."""
     from PIL import Image
 
     _install()
     made = []
+    base = _rss_peak_reset()
+    message = None
     try:
         with nea.budget("16MiB") as b:
             for _ in range(8):
-                made.append(Image.new("RGB", (1000, 1000)))  # 4 MB each
+                made.append(Image.new("RGB", (1000, 1000), "white"))  # 4 MB each, touched
     except nea.BudgetExceeded as exc:
-        return {"made": len(made), "peak": b.statistics().peak, "message": str(exc)}
-    return {"made": len(made), "peak": b.statistics().peak, "message": None}
+        message = str(exc)
+    rss_growth = _status_bytes("VmHWM") - base
+    return {
+        "made": len(made),
+        "peak": b.statistics().peak,
+        "message": message,
+        "rss_growth": rss_growth,
+    }
 
 
 def trip_sqlite() -> dict[str, Any]:

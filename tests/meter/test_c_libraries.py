@@ -106,6 +106,12 @@ def test_images_past_the_limit_trip_at_the_next_line() -> None:
     assert r["message"] is not None and "crossed it" in r["message"]
     assert r["made"] == 4  # the fifth image crossed 16 MiB; nothing ran after it
     assert r["peak"] <= 16 * MiB + 4 * MiB + 256 * 1024  # one image of slack
+    # the process itself: the four images kept, the fifth made, and the interpreter's own
+    # few hundred kilobytes (the exception, its traceback)
+    assert 16 * MiB < r["rss_growth"] <= 16 * MiB + 4 * MiB + MiB
+    unmetered = run_case("trip_pillow", NEA_C_LIBRARIES="off")
+    assert unmetered["made"] == 8 and unmetered["message"] is None
+    assert unmetered["rss_growth"] > 30 * MiB
 
 
 def test_sqlite_past_the_limit_trips_between_statements() -> None:
