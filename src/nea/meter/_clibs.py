@@ -10,20 +10,14 @@ Must not import the server or ``nea.meter._budget``.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from nea._errors import ConfigError
-
-MODES = ("on", "off")
+from nea.meter._env import switch
 
 
 def env_mode() -> str:
     """``NEA_C_LIBRARIES`` (``on`` unless set to ``off``); ``ConfigError`` for anything else."""
-    wanted = os.environ.get("NEA_C_LIBRARIES", "on").strip().lower() or "on"
-    if wanted not in MODES:
-        raise ConfigError(f"NEA_C_LIBRARIES={wanted!r}: expected 'on' or 'off'")
-    return wanted
+    return switch("NEA_C_LIBRARIES")
 
 
 def patch(ext: Any) -> None:
