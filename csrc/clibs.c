@@ -217,17 +217,19 @@ static int target_of(const char *name)
     return -1;
 }
 
-/* Point the relocation slot at `where` to the wrapper, when it holds the real function
- * (or, for a PLT slot, a lazy-binding stub). RELRO pages are opened for the write and
- * closed again. Returns 1 when the slot now points at the wrapper. */
+/* Point the relocation slot at `where` to the wrapper,
+ * when it holds the real function or, for a PLT slot, the object's own lazy-binding stub:
+ * anything else (a library's own allocator, another tool's hook) is left alone. RELRO pages
+ * are opened for the write and closed again. Returns 1 when the slot now points at the
+ * wrapper. */
 static int patch_slot(void **where, const target *t, unsigned type, uintptr_t relro_lo,
                       uintptr_t relro_hi)
 {
     void *now = __atomic_load_n(where, __ATOMIC_RELAXED);
     if (now == t->wrapper)
         return 1;
-    if (now != t->real && type != R_SLOT)
-        return 0; /* a data pointer the library has set to something else */
+    if (now != t->real && !(type == R_SLOT && base_of(now) == base_of(where)))
+        return 0;
     uintptr_t addr = (uintptr_t)where;
     int in_relro = addr >= relro_lo && addr < relro_hi;
     uintptr_t page = addr & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
