@@ -1201,7 +1201,8 @@ static int fold_call(void *arg);
 /* Queue the fold call (once until it runs); wake the main thread's loop if it may sleep. */
 static void arm_fold(void)
 {
-    if (__atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
+    if (__atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
+        __atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
         return;
     if (Py_AddPendingCall(fold_call, NULL) != 0) {
         __atomic_store_n(&fold_armed, 0, __ATOMIC_RELEASE); /* the queue is full: next time */
