@@ -59,14 +59,15 @@ asan: setup
 	cp -r src/nea $(ASAN_DIR)/nea && rm -f $(ASAN_DIR)/nea/*.so
 	gcc -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address -Wall -Wextra -Werror \
 	    -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-	    csrc/meter.c csrc/blocks.c csrc/region.c csrc/slots.c csrc/module.c csrc/numpy.c \
+	    csrc/meter.c csrc/blocks.c csrc/region.c csrc/slots.c csrc/module.c csrc/numpy.c csrc/clibs.c \
 	    -o $(ASAN_DIR)/nea/_meter$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	env PYTHONPATH=$(ASAN_DIR) PYTHONMALLOC=malloc NEA_REQUIRE_NATIVE=1 \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 	    sh -c '$(BIN)/python -c "import nea._meter as m; assert \"build/asan\" in m.__file__, m.__file__" && \
 	        $(BIN)/python -m pytest -q tests/meter tests/trips && \
 	        $(BIN)/python -m tests.meter._stress 11 30 && $(BIN)/python -m tests.meter._stress 12 30 && \
-	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30'
+	        NEA_REGION=off $(BIN)/python -m tests.meter._stress 13 30 && \
+	        $(BIN)/python -m tests.meter._clib_stress 14 10'
 
 clean:
 	rm -rf build $(VENV) src/nea/*.so src/*.egg-info

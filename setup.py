@@ -18,6 +18,7 @@ setup(
                 "csrc/slots.c",
                 "csrc/module.c",
                 "csrc/numpy.c",
+                "csrc/clibs.c",
             ],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
             optional=True,

@@ -11,6 +11,9 @@ the median over ``--rounds`` rounds per variant and its ratio to the first varia
         --variant "off=.venv/bin/python:--meter off" \\
         --variant "budgets=.venv/bin/python:" \\
         --variant "before=/path/to/old/.venv/bin/python:"
+        --variant "no-clibs=.venv/bin/python:NEA_C_LIBRARIES=off"
+
+ARGS may start with ``NAME=VALUE`` words: environment variables for that server.
 
 All traffic goes to 127.0.0.1. Needs wrk (``apt-get install wrk``).
 """
@@ -18,6 +21,7 @@ All traffic goes to 127.0.0.1. Needs wrk (``apt-get install wrk``).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import shutil
@@ -45,11 +49,18 @@ def parse_args() -> argparse.Namespace:
 def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.Namespace) -> float:
     """CPU µs per request of one server for one wrk run."""
     app, path = ROWS[row]
+    env = dict(os.environ)
+    while extra and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", extra[0]):
+        name, _, value = extra[0].partition("=")
+        env[name] = value
+        extra = extra[1:]
     port = free_port()
     command = [python, "-m", "nea", app, "--app-dir", str(EXAMPLES), "--host", HOST]
     command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     command += ["--no-access-log", "--log-level", "warning", *extra]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     try:
         wait_until_listening(server, port, 30, "nea")
         url = f"http://{HOST}:{port}{path}"

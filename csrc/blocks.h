@@ -1,7 +1,8 @@
-/* blocks.h: the block table of nea's meter: which budget owns each recorded block, and its
- * size. Open addressing with linear probing, at most half full, in libc memory (never the
- * hooked allocator domains, so a hook never re-enters a table operation). Guarded by the
- * GIL. The lookups used on every allocation and free are inline here; growth, shrinking
+/* blocks.h: the block tables of nea's meter: which budget owns each recorded block, and
+ * its size. Open addressing with linear probing, at most half full, in libc memory (never
+ * the hooked allocator domains, so a hook never re-enters a table operation). The meter's
+ * own table (nea_blocks) is guarded by the GIL; the C libraries' table has its own lock
+ * (meter.c). The lookups used on every allocation and free are inline here; growth, shrinking
  * and deletion live in blocks.c.
  */
 #ifndef NEA_BLOCKS_H
@@ -59,19 +60,19 @@ static NEA_INLINE size_t nea_block_hash_bits(uintptr_t p, unsigned bits)
     return (size_t)(base + granule);
 }
 
-static NEA_INLINE size_t nea_block_hash(uintptr_t p)
+static NEA_INLINE size_t bt_hash(const block_table *t, uintptr_t p)
 {
-    return nea_block_hash_bits(p, nea_blocks.bits) & (nea_blocks.cap - 1);
+    return nea_block_hash_bits(p, t->bits) & (t->cap - 1);
 }
 
-/* The entry of block p, or NULL. Valid until the table next changes. */
-static NEA_INLINE block_entry *nea_block_find(uintptr_t p)
+/* The entry of block p in `t`, or NULL. Valid until the table next changes. */
+static NEA_INLINE block_entry *bt_find(block_table *t, uintptr_t p)
 {
-    if (nea_blocks.count == 0)
+    if (t->count == 0)
         return NULL;
-    size_t mask = nea_blocks.cap - 1;
-    for (size_t i = nea_block_hash(p);; i = (i + 1) & mask) {
-        block_entry *e = &nea_blocks.entries[i];
+    size_t mask = t->cap - 1;
+    for (size_t i = bt_hash(t, p);; i = (i + 1) & mask) {
+        block_entry *e = &t->entries[i];
         if (e->ptr == p)
             return e;
         if (e->ptr == 0)
@@ -79,26 +80,26 @@ static NEA_INLINE block_entry *nea_block_find(uintptr_t p)
     }
 }
 
-int nea_block_grow(void);
+int bt_grow(block_table *t);
 
 /* Make room for one more entry; -1 when the table cannot grow (callers fail closed). */
-static NEA_INLINE int nea_block_reserve(void)
+static NEA_INLINE int bt_reserve(block_table *t)
 {
-    if (NEA_LIKELY((nea_blocks.count + 1) * 2 <= nea_blocks.cap))
+    if (NEA_LIKELY((t->count + 1) * 2 <= t->cap))
         return 0;
-    return nea_block_grow();
+    return bt_grow(t);
 }
 
 /* Put `src` into the table; the caller reserved room. Returns the entry, which holds the
  * previous entry for the same address (if any) until the caller overwrites it: such an
  * entry means that block was freed behind the meter's back and must be settled. */
-static NEA_INLINE block_entry *nea_block_slot_for(uintptr_t p, int *existed)
+static NEA_INLINE block_entry *bt_slot_for(block_table *t, uintptr_t p, int *existed)
 {
-    size_t mask = nea_blocks.cap - 1;
-    for (size_t i = nea_block_hash(p);; i = (i + 1) & mask) {
-        block_entry *e = &nea_blocks.entries[i];
+    size_t mask = t->cap - 1;
+    for (size_t i = bt_hash(t, p);; i = (i + 1) & mask) {
+        block_entry *e = &t->entries[i];
         if (e->ptr == 0) {
-            nea_blocks.count++;
+            t->count++;
             *existed = 0;
             return e;
         }
@@ -109,9 +110,18 @@ static NEA_INLINE block_entry *nea_block_slot_for(uintptr_t p, int *existed)
     }
 }
 
-void nea_block_delete(block_entry *e);  /* remove an entry (backward-shift deletion) */
-void nea_block_maybe_shrink(void);      /* give memory back after a spike */
+void bt_delete(block_table *t, block_entry *e); /* remove an entry (backward-shift deletion) */
+void bt_maybe_shrink(block_table *t);           /* give memory back after a spike */
 /* Mean and worst displacement from home slots: O(capacity), for tests. */
-void nea_block_displacement(unsigned long long *total, unsigned long long *worst);
+void bt_displacement(const block_table *t, unsigned long long *total,
+                     unsigned long long *worst);
+
+/* The meter's own table (PyMem blocks off the region, numpy's array data). */
+#define nea_block_find(p) bt_find(&nea_blocks, (p))
+#define nea_block_reserve() bt_reserve(&nea_blocks)
+#define nea_block_slot_for(p, existed) bt_slot_for(&nea_blocks, (p), (existed))
+#define nea_block_delete(e) bt_delete(&nea_blocks, (e))
+#define nea_block_maybe_shrink() bt_maybe_shrink(&nea_blocks)
+#define nea_block_displacement(total, worst) bt_displacement(&nea_blocks, (total), (worst))
 
 #endif

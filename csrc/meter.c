@@ -24,6 +24,7 @@
 #if PY_VERSION_HEX < 0x030B0000
 #include <frameobject.h> /* PyFrame_GetBack on 3.10 */
 #endif
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -226,6 +227,16 @@ void nea_meter_set_wake_fd(int fd)
     wake_thread = PyThread_get_thread_ident();
 }
 
+/* After queueing a pending call from another thread than the loop's: wake the loop. */
+static void wake_loop(void)
+{
+    if (wake_fd >= 0 && PyThread_get_thread_ident() != wake_thread) {
+        char byte = 0;
+        ssize_t rc = write(wake_fd, &byte, 1); /* non-blocking; a full pipe is awake anyway */
+        (void)rc;
+    }
+}
+
 /* Queue the delivery call (once; the budget's next allocation past its limit queues it
  * again when it could not deliver). */
 static void arm_delivery(void)
@@ -233,11 +244,7 @@ static void arm_delivery(void)
     if (pending_armed || trip_factory == NULL || Py_AddPendingCall(deliver, NULL) != 0)
         return;
     pending_armed = 1;
-    if (wake_fd >= 0 && PyThread_get_thread_ident() != wake_thread) {
-        char byte = 0;
-        ssize_t rc = write(wake_fd, &byte, 1); /* non-blocking; a full pipe is awake anyway */
-        (void)rc;
-    }
+    wake_loop();
 }
 
 /* The innermost frame's code and line (new ref, or NULL when no Python frame runs). Called
@@ -354,9 +361,9 @@ static PyThreadState *thread_by_ident(unsigned long ident)
 /* Is (idx, gen) `value`'s budget or one it is nested in? */
 static int handle_in_chain(PyObject *value, uint32_t idx, uint64_t gen)
 {
-    if (value == NULL || Py_TYPE(value) != &nea_HandleType)
+    nea_handle *h = nea_charged_handle(value);
+    if (h == NULL)
         return 0;
-    nea_handle *h = (nea_handle *)value;
     for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
         if (t == &M.slots[idx] && t->gen == gen)
             return 1;
@@ -407,6 +414,7 @@ static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
     h->closed = 1; /* dealloc must not close the slot; the getters read final below */
     h->owner = NULL;
     h->previous = NULL;
+    h->outer = NULL;
     memset(&h->final, 0, sizeof(h->final));
     if (nea_slot_report(idx, gen, &h->final) < 0) {
         Py_DECREF(h);
@@ -420,7 +428,9 @@ static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
 }
 
 /* Deliver to thread `ident`: an asynchronous exception, if it still runs budget (idx, gen).
- * Runs Python (the factory): the slot array may move meanwhile, so no slot pointer is held. */
+ * Runs Python (the factory): the slot array may move meanwhile, so no slot pointer is held.
+ * A thread whose work for the budget returned meanwhile gets nothing: the budget reports
+ * its trip when it closes. */
 static void deliver_to_thread(unsigned long ident, uint32_t idx, uint64_t gen)
 {
     PyThreadState *ts = thread_by_ident(ident);
@@ -466,8 +476,8 @@ static int deliver(void *Py_UNUSED(arg))
     nea_slot *owed = NULL;
     uint32_t owed_idx = 0;
     uint64_t owed_gen = 0;
-    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        nea_handle *h = (nea_handle *)value;
+    nea_handle *h = nea_charged_handle(value);
+    if (h != NULL) {
         for (nea_slot *t = slot_at(h->idx, h->gen); t != NULL; t = slot_parent(t))
             if (t->state == NEA_SLOT_OPEN && t->owed && t->owed_thread == me) {
                 owed = t;
@@ -568,9 +578,11 @@ uint64_t nea_slow_lookups; /* GIL; reported by table_info() */
 static nea_slot *cache_store(PyThreadState *ts, PyObject *value, uint64_t epoch)
 {
     nea_slot *s = NULL;
-    if (value != NULL && Py_TYPE(value) == &nea_HandleType) {
-        cache.idx = ((nea_handle *)value)->idx;
-        cache.gen = ((nea_handle *)value)->gen;
+    cache.idx = NEA_NO_SLOT; /* read by threads without the GIL (nea_any_owner) */
+    nea_handle *h = nea_charged_handle(value);
+    if (h != NULL) {
+        cache.idx = h->idx;
+        cache.gen = h->gen;
         s = slot_at(cache.idx, cache.gen);
         if (s != NULL && s->state != NEA_SLOT_OPEN)
             s = NULL;
@@ -581,6 +593,10 @@ static nea_slot *cache_store(PyThreadState *ts, PyObject *value, uint64_t epoch)
     cache.slot = s;
     cache.rs = s != NULL && s->region != RG_NONE ? &nea_region.slots[s->region]
                                                  : &no_region_slot;
+    /* A budget that owes a delivery becomes current again (its task resumed, say after a
+     * worker thread's call that tripped it returned): deliver at the next safe point. */
+    if (NEA_UNLIKELY(s != NULL && s->owed && s->owed_thread == PyThread_get_thread_ident()))
+        arm_delivery();
     return s;
 }
 
@@ -685,6 +701,8 @@ int nea_meter_set_current(PyObject *value)
      * (not inside a guarded section, whose lookups must miss: see in_hook). */
     if (ts != NULL && !in_hook && !M.disabled)
         cache_store(ts, value, set_epoch);
+    else
+        cache.ctx = NULL; /* its idx is stale, and nea_any_owner reads it without the epoch */
     Py_DECREF(token);
     return 0;
 }
@@ -1108,6 +1126,278 @@ void nea_foreign_forget(void *p)
     }
 }
 
+/* ---- C libraries' blocks, from any thread -------------------------------------------
+ *
+ * clibs.c reports the malloc blocks of C libraries (Pillow, lxml, sqlite3, OpenSSL, ...).
+ * Those calls come with or without the GIL, from the request's own threads or from threads
+ * nobody started in Python, and from inside the libraries' own locks. So this side never
+ * runs Python and never waits for the GIL; its state (the table of C-library blocks and the
+ * slots' pending fields) is guarded by any_lock, which slots.c also holds while a slot
+ * opens, closes or the slot array moves.
+ *
+ * Whose block: the budget current in the calling thread. With the GIL that is the usual
+ * lookup. Without it, the thread's own lookup cache, when it still describes the thread's
+ * context: a thread's context changes only while that thread holds the GIL, and a context
+ * runs in one thread at a time, so the cache is as right as it was when the thread let the
+ * GIL go. Anything else (a thread with no Python state, a context never looked up) is
+ * charged to no budget, never to a wrong one: the slot is checked against its generation
+ * under the lock.
+ *
+ * Charging: with the GIL, into `live` at once; without it, into the slot's `pending`,
+ * which the GIL side folds into `live` (at close, in reports, and from a pending call
+ * queued once pending passes NEA_FOLD_BYTES). A crossing of the limit is recorded
+ * (`crossed_*`) and the same pending call trips the budget and owes the delivery to the
+ * allocating thread: Python runs only there, at a bytecode boundary, never inside a
+ * library's malloc. C libraries' blocks are never refused: a library handed NULL may abort
+ * the process (glib does), so they trip and the exception stops the request at its next
+ * safe point.
+ *
+ * Reads of `live`, `limit` and `owe_above` without the GIL race with the GIL side's plain
+ * stores; they are single aligned words, read as relaxed atomics, and only decide when to
+ * trip a little earlier or later. */
+
+#define NEA_FOLD_BYTES ((ptrdiff_t)256 << 10)
+
+static pthread_mutex_t any_lock = PTHREAD_MUTEX_INITIALIZER;
+static block_table any_blocks; /* any_lock */
+static int fold_armed;         /* atomic: the fold call is queued */
+NEA_TLS int nea_any_busy;
+
+void nea_any_lock(void) { pthread_mutex_lock(&any_lock); }
+
+void nea_any_table_size(size_t *count, size_t *cap)
+{
+    nea_any_lock();
+    *count = any_blocks.count;
+    *cap = any_blocks.cap;
+    nea_any_unlock();
+}
+void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
+
+static void any_atfork_child(void) { pthread_mutex_init(&any_lock, NULL); }
+
+int nea_any_owner(uint32_t *idx, uint64_t *gen)
+{
+    if (nea_any_busy || __atomic_load_n(&M.open_count, __ATOMIC_RELAXED) == 0 ||
+        __atomic_load_n(&M.disabled, __ATOMIC_RELAXED))
+        return 0;
+    if (PyGILState_Check()) {
+        if (in_hook)
+            return 0;
+        nea_slot *s = current_slot(idx, gen);
+        return s != NULL && s != &fail_closed_slot;
+    }
+    PyThreadState *ts = PyGILState_GetThisThreadState();
+    if (ts == NULL || ts->context == NULL || ts->context != cache.ctx ||
+        ts->context_ver != cache.ver || cache.idx == NEA_NO_SLOT)
+        return 0;
+    *idx = cache.idx;
+    *gen = cache.gen;
+    return 1;
+}
+
+static int fold_call(void *arg);
+
+/* Queue the fold call (once until it runs); wake the main thread's loop if it may sleep. */
+static void arm_fold(void)
+{
+    if (__atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
+        __atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
+        return;
+    if (Py_AddPendingCall(fold_call, NULL) != 0) {
+        __atomic_store_n(&fold_armed, 0, __ATOMIC_RELEASE); /* the queue is full: next time */
+        return;
+    }
+    wake_loop();
+}
+
+/* Charge (sign 1) or un-charge (-1) `size` to (idx, gen)'s open budgets; any_lock held.
+ * Returns 1 when the fold call must run (a crossing, or much pending). */
+static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, int gil)
+{
+    int fold = 0;
+    for (nea_slot *t = slot_at(idx, gen); t != NULL; t = slot_parent(t)) {
+        if (t->state != NEA_SLOT_OPEN)
+            continue;
+        if (gil) {
+            if (sign > 0) {
+                t->live += size;
+                if (t->live > t->peak)
+                    t->peak = t->live;
+                t->allocations++;
+            }
+            else {
+                t->live = t->live >= size ? t->live - size : 0;
+            }
+        }
+        else {
+            t->pending += sign * (ptrdiff_t)size;
+            if (t->pending >= NEA_FOLD_BYTES || t->pending <= -NEA_FOLD_BYTES)
+                fold = 1;
+        }
+        if (sign < 0)
+            continue;
+        size_t live = __atomic_load_n(&t->live, __ATOMIC_RELAXED);
+        size_t used = t->pending >= 0 ? live + (size_t)t->pending
+                                      : live - (live < (size_t)-t->pending ? live : (size_t)-t->pending);
+        if (!gil && used > t->pending_peak)
+            t->pending_peak = used;
+        if (t->crossed_size == 0 && used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
+            used > __atomic_load_n(&t->owe_above, __ATOMIC_RELAXED)) {
+            t->crossed_size = size != 0 ? size : 1;
+            t->crossed_thread = PyThread_get_thread_ident();
+            if (gil)
+                nea_any_fold_locked(t); /* trips it now: the fold call adds the site */
+            fold = 1;
+        }
+    }
+    return fold;
+}
+
+int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen)
+{
+    int gil = PyGILState_Check();
+    int fold = 0;
+    nea_any_lock();
+    nea_slot *s = slot_at(idx, gen);
+    if (s == NULL || s->state != NEA_SLOT_OPEN) { /* closed since the lookup */
+        nea_any_unlock();
+        return 0;
+    }
+    if (bt_reserve(&any_blocks) < 0) {
+        nea_any_unlock();
+        return -1;
+    }
+    int existed;
+    block_entry *e = bt_slot_for(&any_blocks, (uintptr_t)p, &existed);
+    if (NEA_UNLIKELY(existed)) /* freed behind our back (by code that is not patched) */
+        fold |= any_apply_locked(OWNER_IDX(e->owner), OWNER_GEN(e->owner), e->size, -1, gil);
+    e->ptr = (uintptr_t)p;
+    e->size = size;
+    e->owner = OWNER(idx, gen);
+    fold |= any_apply_locked(idx, gen, size, 1, gil);
+    nea_any_unlock();
+    if (fold)
+        arm_fold();
+    return 0;
+}
+
+int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen)
+{
+    if (__atomic_load_n(&any_blocks.count, __ATOMIC_RELAXED) == 0)
+        return 0;
+    int gil = PyGILState_Check(), found = 0, fold = 0;
+    nea_any_lock();
+    block_entry *e = bt_find(&any_blocks, (uintptr_t)p);
+    if (e != NULL) {
+        uint64_t owner = e->owner;
+        *size = e->size;
+        *idx = OWNER_IDX(owner);
+        *gen = OWNER_GEN(owner);
+        bt_delete(&any_blocks, e);
+        fold = any_apply_locked(*idx, *gen, *size, -1, gil);
+        found = slot_at(*idx, *gen) != NULL;
+    }
+    nea_any_unlock();
+    if (fold)
+        arm_fold();
+    return found;
+}
+
+void nea_any_forget(void *p)
+{
+    size_t size;
+    uint32_t idx;
+    uint64_t gen;
+    (void)nea_any_detach(p, &size, &idx, &gen);
+}
+
+void nea_any_fold_locked(nea_slot *t)
+{
+    if (t->pending != 0 || t->pending_peak != 0) {
+        if (t->pending >= 0)
+            t->live += (size_t)t->pending;
+        else
+            t->live = t->live >= (size_t)-t->pending ? t->live - (size_t)-t->pending : 0;
+        if (t->pending_peak > t->peak)
+            t->peak = t->pending_peak;
+        if (t->live > t->peak)
+            t->peak = t->live;
+        t->pending = 0;
+        t->pending_peak = 0;
+    }
+    if (t->crossed_size == 0 || t->state != NEA_SLOT_OPEN)
+        return;
+    if (!t->tripped) {
+        t->tripped = 1;
+        t->refused_size = t->crossed_size; /* the site is filled in by the fold call */
+    }
+    /* Owed even when the bytes are gone again (a C call that freed its working set before
+     * it returned): the crossing was checked against owe_above when it happened. */
+    t->owed = 1;
+    t->owe_above = SIZE_MAX;
+    t->owed_thread = t->crossed_thread;
+    t->crossed_size = 0;
+}
+
+/* The innermost Python frame of thread `ident` (new ref and *line), or NULL. */
+static PyObject *thread_site(unsigned long ident, int *line)
+{
+    PyThreadState *ts = thread_by_ident(ident);
+    PyFrameObject *frame = ts != NULL ? PyThreadState_GetFrame(ts) : NULL;
+    if (frame == NULL)
+        return NULL;
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    *line = PyFrame_GetLineNumber(frame);
+    Py_DECREF(frame);
+    return code;
+}
+
+/* The pending call for C libraries' bytes (main thread, GIL, a bytecode boundary): fold
+ * every slot's pending bytes, trip the budgets a library's allocation took past their
+ * limit, and queue the delivery for those that owe one. */
+static int fold_call(void *Py_UNUSED(arg))
+{
+    __atomic_store_n(&fold_armed, 0, __ATOMIC_RELEASE);
+    if (M.disabled)
+        return 0;
+    int owed = 0;
+    nea_any_lock();
+    for (uint32_t i = 0; i < M.slot_used; i++) {
+        nea_slot *s = &M.slots[i];
+        if (s->state != NEA_SLOT_FREE)
+            nea_any_fold_locked(s);
+        owed |= s->state == NEA_SLOT_OPEN && s->owed;
+    }
+    nea_any_unlock();
+    /* The site of a trip a library's allocation made: where its thread is now (the Python
+     * line that called into the library, or what runs after it). The slot array may move
+     * while Python runs: index, not pointer. */
+    int saved = in_hook;
+    in_hook = 1;
+    cache.epoch = 0;
+    for (uint32_t i = 0; i < M.slot_used; i++) {
+        nea_slot *s = &M.slots[i];
+        if (s->state != NEA_SLOT_OPEN || !s->tripped || s->refused_code != NULL)
+            continue;
+        uint64_t gen = s->gen;
+        int line = 0;
+        PyObject *code = thread_site(s->owed ? s->owed_thread : PyThread_get_thread_ident(),
+                                     &line);
+        s = slot_at(i, gen);
+        if (s == NULL || s->refused_code != NULL) {
+            Py_XDECREF(code);
+            continue;
+        }
+        s->refused_code = code;
+        s->refused_line = line;
+    }
+    in_hook = saved;
+    if (owed)
+        arm_delivery();
+    return 0;
+}
+
 /* ---- lifecycle --------------------------------------------------------------------- */
 
 int nea_meter_init(PyObject *var)
@@ -1218,6 +1508,9 @@ int nea_meter_install(void)
      * and a region block could then reach pymalloc's free. No region until we are
      * installed again without it (see docs/internals/region.md). */
     nea_region.allowed = !tracemalloc_tracing();
+    static int atfork_registered;
+    if (!atfork_registered && pthread_atfork(NULL, NULL, any_atfork_child) == 0)
+        atfork_registered = 1;
     hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
     hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);
     M.installed = 1;

@@ -11,6 +11,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef Py_GIL_DISABLED
@@ -70,6 +71,12 @@ typedef struct {
     uint8_t tripped;
     uint8_t owed;             /* a BudgetExceeded is owed to this budget's code */
     uint8_t shares;           /* may borrow from the shared ceiling (request budgets) */
+    /* C libraries' blocks made or freed without the GIL: not yet in `live` (meter.c's
+     * any_lock guards these four; the GIL side folds them in). */
+    ptrdiff_t pending;
+    size_t pending_peak;      /* the highest live + pending since the last fold */
+    size_t crossed_size;      /* a C library's allocation of this size crossed the limit */
+    unsigned long crossed_thread; /* and the thread that made it */
 } nea_slot;
 
 /* A copy of a slot's numbers, taken before the slot may be released. */
@@ -90,10 +97,22 @@ typedef struct {
     int closed;
     PyObject *owner;          /* the nea.Budget; strong ref, GC-tracked */
     PyObject *previous;       /* current before enter(); strong ref until exit(), or NULL */
+    PyObject *outer;          /* the enclosing budget's handle when opened; strong ref or NULL:
+                               * tasks that outlive this budget are charged to it */
     nea_report final;         /* the numbers at close; owns final.refused_code */
 } nea_handle;
 
 extern PyTypeObject nea_HandleType;
+
+/* The budget charged where `value` (the contextvar's) is current: its handle while open,
+ * else the nearest open one it was nested in (a task that outlived an inner budget), else
+ * NULL. Borrowed. */
+static inline nea_handle *nea_charged_handle(PyObject *value)
+{
+    while (value != NULL && Py_TYPE(value) == &nea_HandleType && ((nea_handle *)value)->closed)
+        value = ((nea_handle *)value)->outer;
+    return value != NULL && Py_TYPE(value) == &nea_HandleType ? (nea_handle *)value : NULL;
+}
 
 int nea_meter_init(PyObject *var);          /* once per process; keeps a ref to var */
 int nea_meter_install(void);                /* hook MEM and OBJ; -1 with exception */
@@ -119,6 +138,10 @@ void nea_meter_set_wake_fd(int fd);
 void nea_meter_set_shared_ceiling(size_t bytes);
 /* Charge numpy's array data from now on (numpy.c); 1, or -1 with an exception. */
 int nea_numpy_install(void);
+/* Point the malloc family of loaded C libraries at charging wrappers (clibs.c): objects
+ * loaded since the last call are patched; cheap when none were. 0. */
+int nea_clibs_patch(void);
+PyObject *nea_clibs_info(void); /* what clibs.c patched, for tests and debugging */
 /* The callable that builds the exception a delivery raises (see meter.c, delivery). */
 int nea_meter_set_trip_factory(PyObject *factory);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */

@@ -17,6 +17,7 @@ static int handle_traverse(PyObject *self, visitproc visit, void *arg)
     nea_handle *h = (nea_handle *)self;
     Py_VISIT(h->owner);
     Py_VISIT(h->previous);
+    Py_VISIT(h->outer);
     return 0;
 }
 
@@ -25,6 +26,7 @@ static int handle_clear(PyObject *self)
     nea_handle *h = (nea_handle *)self;
     Py_CLEAR(h->owner);
     Py_CLEAR(h->previous);
+    Py_CLEAR(h->outer);
     return 0;
 }
 
@@ -42,6 +44,7 @@ static void handle_dealloc(PyObject *self)
     }
     Py_CLEAR(h->owner);
     Py_CLEAR(h->previous);
+    Py_CLEAR(h->outer);
     Py_CLEAR(h->final.refused_code);
     PyObject_GC_Del(self);
 }
@@ -66,6 +69,12 @@ static PyObject *handle_get_owner(PyObject *self, void *Py_UNUSED(closure))
 {
     PyObject *owner = ((nea_handle *)self)->owner;
     return Py_NewRef(owner ? owner : Py_None);
+}
+
+static PyObject *handle_get_charged(PyObject *self, void *Py_UNUSED(closure))
+{
+    nea_handle *h = nea_charged_handle(self);
+    return Py_NewRef(h != NULL ? (PyObject *)h : Py_None);
 }
 
 static PyObject *handle_get_closed(PyObject *self, void *Py_UNUSED(closure))
@@ -111,6 +120,10 @@ static PyObject *handle_get_peak(PyObject *self, void *Py_UNUSED(closure))
 static PyGetSetDef handle_getset[] = {
     {"owner", handle_get_owner, NULL, "the nea.Budget this handle belongs to", NULL},
     {"closed", handle_get_closed, NULL, "True once the budget was closed", NULL},
+    {"charged", handle_get_charged, NULL,
+     "the handle charged where this one is current: itself while open, else the nearest "
+     "open one it was nested in, or None",
+     NULL},
     {"tripped", handle_get_tripped, NULL, "True once the limit was crossed", NULL},
     {"limit", handle_get_limit, NULL, "the limit in bytes", NULL},
     {"live", handle_get_live, NULL, "bytes charged now (once closed: retained)", NULL},
@@ -219,15 +232,16 @@ static nea_handle *new_handle(PyObject *limit_obj, PyObject *owner, PyObject *pa
             return NULL;
         }
     }
-    nea_handle *parent = NULL;
-    if (parent_obj != NULL && Py_TYPE(parent_obj) == &nea_HandleType)
-        parent = (nea_handle *)parent_obj;
+    /* Nested in the budget charged here: the current one, or, in a task that outlived it,
+     * the open budget it was nested in. */
+    nea_handle *parent = nea_charged_handle(parent_obj);
     nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
     if (h == NULL)
         return NULL;
     h->closed = 1; /* until the slot exists, dealloc must not close anything */
     h->owner = Py_NewRef(owner);
     h->previous = NULL;
+    h->outer = parent != NULL ? Py_NewRef((PyObject *)parent) : NULL;
     memset(&h->final, 0, sizeof(h->final));
     h->idx = 0;
     h->gen = 0;
@@ -439,6 +453,17 @@ static PyObject *meter_numpy_install(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED
     Py_RETURN_NONE;
 }
 
+static PyObject *meter_patch_c_libraries(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    nea_clibs_patch();
+    Py_RETURN_NONE;
+}
+
+static PyObject *meter_c_libraries(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(args))
+{
+    return nea_clibs_info();
+}
+
 static PyObject *meter_set_shared_ceiling(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     size_t bytes = PyLong_AsSize_t(arg);
@@ -560,6 +585,11 @@ static PyMethodDef meter_methods[] = {
     {"set_wake_fd", meter_set_wake_fd, METH_O,
      "set_wake_fd(fd): a pipe's write end that wakes this thread's event loop when a "
      "worker thread owes a trip's delivery (-1: none)."},
+    {"patch_c_libraries", meter_patch_c_libraries, METH_NOARGS,
+     "patch_c_libraries(): charge the malloc blocks of the C libraries loaded since the "
+     "last call (cheap when none were)."},
+    {"c_libraries", meter_c_libraries, METH_NOARGS,
+     "c_libraries() -> dict: whether C libraries can be charged here, and what is patched."},
     {"numpy_install", meter_numpy_install, METH_NOARGS,
      "numpy_install(): charge numpy's array data to budgets (run it in an empty context; "
      "numpy must be importable)."},

@@ -46,7 +46,9 @@ static void *np_malloc(void *ctx, size_t size)
     int admit = nea_foreign_admit(size, &idx, &gen);
     if (admit < 0)
         return NULL; /* numpy raises MemoryError */
+    nea_any_busy = 1;
     void *p = original.malloc(original.ctx, size);
+    nea_any_busy = 0;
     if (p != NULL && admit)
         nea_foreign_record(p, size, idx, gen);
     return p;
@@ -64,7 +66,9 @@ static void *np_calloc(void *ctx, size_t nelem, size_t elsize)
     int admit = nea_foreign_admit(nelem * elsize, &idx, &gen);
     if (admit < 0)
         return NULL;
+    nea_any_busy = 1;
     void *p = original.calloc(original.ctx, nelem, elsize);
+    nea_any_busy = 0;
     if (p != NULL && admit)
         nea_foreign_record(p, nelem * elsize, idx, gen);
     return p;
@@ -82,7 +86,9 @@ static void *np_realloc(void *ctx, void *ptr, size_t new_size)
     int admit = nea_foreign_admit(new_size, &idx, &gen);
     if (admit < 0)
         return NULL;
+    nea_any_busy = 1;
     void *p = original.realloc(original.ctx, ptr, new_size);
+    nea_any_busy = 0;
     if (p == NULL)
         return NULL;
     nea_foreign_forget(ptr);
@@ -96,7 +102,9 @@ static void np_free(void *ctx, void *ptr, size_t size)
     (void)ctx;
     if (PyGILState_Check())
         nea_foreign_forget(ptr);
+    nea_any_busy = 1;
     original.free(original.ctx, ptr, size);
+    nea_any_busy = 0;
 }
 
 /* Wrap numpy's default handler (the caller runs this in an empty context, where numpy's

@@ -27,28 +27,49 @@ size_t nea_default_ceiling(size_t limit)
     return limit + headroom >= limit ? limit + headroom : SIZE_MAX;
 }
 
-int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
-                  uint32_t *idx, uint64_t *gen)
+/* Codes of released slots' refusal sites, dropped once nea_any_lock is let go (a
+ * dealloc may run Python, which may reach a C library's malloc and that lock). */
+static PyObject **dropped;
+static size_t dropped_count, dropped_cap;
+
+static void drop_later(PyObject *code)
+{
+    if (code == NULL)
+        return;
+    if (dropped_count == dropped_cap) {
+        size_t cap = dropped_cap ? dropped_cap * 2 : 16;
+        PyObject **grown = realloc(dropped, cap * sizeof(*grown));
+        if (grown == NULL)
+            return; /* kept alive: a code object is rarely freed anyway */
+        dropped = grown;
+        dropped_cap = cap;
+    }
+    dropped[dropped_count++] = code;
+}
+
+static void drop_now(void)
+{
+    while (dropped_count != 0)
+        Py_DECREF(dropped[--dropped_count]); /* may free memory: our free hook runs */
+}
+
+static int slot_open_locked(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
+                            uint32_t *idx, uint64_t *gen)
 {
     uint32_t i = M.free_head;
     if (i != NEA_NO_SLOT) {
         M.free_head = M.slots[i].next_free;
     }
     else {
-        if (M.slot_used == NEA_MAX_SLOTS) {
-            PyErr_Format(PyExc_MemoryError, "nea: %u budgets are open at once, the most the "
-                         "meter supports; close budgets before opening more", NEA_MAX_SLOTS);
-            return -1;
-        }
+        if (M.slot_used == NEA_MAX_SLOTS)
+            return -2;
         if (M.slot_used == M.slot_cap) {
             uint32_t cap = M.slot_cap ? M.slot_cap * 2 : 64;
             if (cap > NEA_MAX_SLOTS)
                 cap = NEA_MAX_SLOTS;
             nea_slot *slots = realloc(M.slots, (size_t)cap * sizeof(nea_slot));
-            if (slots == NULL) {
-                PyErr_NoMemory();
+            if (slots == NULL)
                 return -1;
-            }
             M.slots = slots;
             M.slot_cap = cap;
             set_epoch++; /* cached slot pointers point into the old array */
@@ -63,7 +84,7 @@ int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *pa
     }
     nea_slot *s = &M.slots[i];
     uint64_t g = s->gen;
-    Py_CLEAR(s->refused_code); /* normally NULL already (cleared at release) */
+    drop_later(s->refused_code); /* normally NULL already (cleared at release) */
     memset(s, 0, sizeof(*s));
     s->gen = g;
     s->limit = limit;
@@ -89,6 +110,21 @@ int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *pa
     return 0;
 }
 
+int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
+                  uint32_t *idx, uint64_t *gen)
+{
+    nea_any_lock();
+    int rc = slot_open_locked(limit, ceiling, shares, parent, idx, gen);
+    nea_any_unlock();
+    drop_now();
+    if (rc == -2)
+        PyErr_Format(PyExc_MemoryError, "nea: %u budgets are open at once, the most the "
+                     "meter supports; close budgets before opening more", NEA_MAX_SLOTS);
+    else if (rc < 0)
+        PyErr_NoMemory();
+    return rc < 0 ? -1 : 0;
+}
+
 static void fill_report(const nea_slot *s, nea_report *out)
 {
     out->limit = s->limit;
@@ -110,6 +146,16 @@ int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out)
     nea_slot *s = slot_at(idx, gen);
     if (s == NULL || s->state != NEA_SLOT_OPEN)
         return -1;
+    /* C libraries' bytes charged without the GIL: folded in when there are any (read
+     * racily first: a charge under way now is folded in by the next report or the fold
+     * call; the hot getters, read on every message a request sends, stay lock-free). */
+    if (__atomic_load_n(&s->pending, __ATOMIC_RELAXED) != 0 ||
+        __atomic_load_n(&s->pending_peak, __ATOMIC_RELAXED) != 0 ||
+        __atomic_load_n(&s->crossed_size, __ATOMIC_RELAXED) != 0) {
+        nea_any_lock();
+        nea_any_fold_locked(s);
+        nea_any_unlock();
+    }
     fill_report(s, out);
     return 0;
 }
@@ -131,9 +177,8 @@ static void slot_release(uint32_t i)
     s->gen = (s->gen + 1) & GEN_MASK;
     s->next_free = M.free_head;
     M.free_head = i;
-    PyObject *code = s->refused_code;
+    drop_later(s->refused_code);
     s->refused_code = NULL;
-    Py_XDECREF(code); /* may free memory: our free hook runs; no table op is in flight */
 }
 
 /* Release forwarding slots that no longer lead to an open budget; repeat because
@@ -158,6 +203,8 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
     if (s == NULL || s->state != NEA_SLOT_OPEN)
         return -1;
     set_epoch++; /* cached pointers to this slot must not be used any more */
+    nea_any_lock();
+    nea_any_fold_locked(s);
     if (s->region != RG_NONE) {
         nea_region_close(s->region, s->live); /* live blocks: an earlier holder's now */
         s->region = RG_NONE;
@@ -173,6 +220,8 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
         slot_release(idx);
     }
     release_dead_forwarders();
+    nea_any_unlock();
+    drop_now();
     nea_block_maybe_shrink();
     nea_meter_trim_quiet(); /* last: it may run finalizers */
     return 0;

@@ -46,6 +46,26 @@ int nea_foreign_admit(size_t size, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
 void nea_foreign_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HIDDEN;
 void nea_foreign_forget(void *p) NEA_HIDDEN;
 
+/* Charging C libraries' malloc blocks (clibs.c), from any thread, with or without the GIL
+ * (meter.c, "C libraries' blocks"). owner: 1 and the budget of the calling thread, 0 for
+ * none. record: charge a new block to (idx, gen) (-1: the table cannot grow). forget: un-
+ * charge a block about to be freed. detach: like forget, returning 1 and the block's size
+ * and owner when it was recorded and its owner still exists. */
+int nea_any_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HIDDEN;
+void nea_any_forget(void *p) NEA_HIDDEN;
+int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+/* Set while numpy.c calls numpy's own allocator: the wrapped malloc underneath forwards
+ * uncharged (the block is charged once, by numpy.c). */
+extern __thread int nea_any_busy NEA_HIDDEN;
+/* The lock the C libraries' side takes; slots.c holds it while it opens, closes or moves
+ * slots, so a thread without the GIL never charges a slot that is changing hands. */
+void nea_any_lock(void) NEA_HIDDEN;
+void nea_any_unlock(void) NEA_HIDDEN;
+void nea_any_table_size(size_t *count, size_t *cap) NEA_HIDDEN; /* C-library blocks recorded */
+/* Fold the slot's pending C-library bytes into `live` (GIL and nea_any_lock held). */
+void nea_any_fold_locked(nea_slot *s) NEA_HIDDEN;
+
 
 static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)
 {

@@ -13,6 +13,7 @@ from nea._admission import Admission, AdmissionStatistics
 from nea._types import ASGIApp, Receive, Scope, Send
 from nea._ws_admission import WebSocketAdmission
 from nea.config import DEFAULT_BUDGET_BYTES, DEFAULT_QUEUE_TIMEOUT_SECONDS, default_queue
+from nea.meter._door import wake_running_loop
 
 __all__ = ["AdmissionStatistics", "MemoryBudgetMiddleware"]
 
@@ -57,6 +58,9 @@ class MemoryBudgetMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A trip owed to a worker thread (a FastAPI ``def`` endpoint, ``to_thread``) is
+        # delivered from the main thread: have such threads wake this server's loop.
+        wake_running_loop()
         if scope["type"] == "websocket" and self.ws_admission is not None:
             await self.ws_admission.admit(self.app, scope, receive, send)
             return

@@ -168,6 +168,31 @@ async def test_tasks_created_inside_share_the_budget(meter: str) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_task_that_outlives_an_inner_budget_is_charged_to_the_outer_one(
+    meter: str,
+) -> None:
+    async def straggler(go: asyncio.Event) -> tuple[object, int]:
+        await go.wait()
+        data = bytearray(3 * MiB)
+        return current_budget(), len(data)
+
+    go = asyncio.Event()
+    with budget("64MiB") as outer:
+        with budget("8MiB") as inner:
+            task = asyncio.create_task(straggler(go))
+            await asyncio.sleep(0)
+        base = outer.live
+        go.set()
+        charged_to, size = await task
+        assert charged_to is outer
+        assert outer.peak >= base + size - 64 * 1024
+    assert inner.peak < MiB  # the inner budget never saw the block
+    with budget("1MiB"):  # once the outer one is closed too: nobody
+        pass
+    assert current_budget() is None
+
+
+@pytest.mark.asyncio
 async def test_threads_with_copied_context_share_the_budget(meter: str) -> None:
     async with budget("16MiB") as b:
         assert await anyio.to_thread.run_sync(current_budget) is b

@@ -142,8 +142,35 @@ def _numpy() -> bytes:
     return str(float((grid * 2).sum())).encode()
 
 
+def _pillow() -> bytes:
+    from PIL import Image
+
+    image = Image.new("RGB", (2000, 2000), "white")  # 16 MB of pixels, malloc'd by Pillow
+    return str(image.getpixel((0, 0))).encode()
+
+
+def _lxml() -> bytes:
+    from lxml import etree
+
+    xml = b"<r>" + b"<i>text</i>" * 100_000 + b"</r>"  # a tree of ~30 MB malloc'd by libxml2
+    return str(len(etree.fromstring(xml))).encode()
+
+
+def _sqlite() -> bytes:
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")  # sqlite steps without the GIL
+    db.execute("create table t(a integer, b text)")
+    for _ in range(100):
+        db.executemany("insert into t values (?, ?)", ((i, "z" * 100) for i in range(5000)))
+    return str(db.execute("select count(*) from t").fetchone()[0]).encode()
+
+
 CASES = {
     "numpy": _numpy,
+    "pillow": _pillow,
+    "lxml": _lxml,
+    "sqlite": _sqlite,
     "orjson-dumps": _orjson_dumps,
     "orjson-loads": _orjson_loads,
     "pydantic-dump-json": _pydantic_dump_json,
@@ -177,6 +204,11 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _text(send, 200, b"first chunk\n", more=True)
         body = _json()
         await send({"type": "http.response.body", "body": body, "more_body": False})
+    elif name == "thread-sqlite":
+        # A worker thread that allocates through a C library without the GIL.
+        import asyncio
+
+        await _text(send, 200, await asyncio.to_thread(_sqlite))
     elif name == "executor":
         # run_in_executor(None, ...): nea's server runs it in the request's context.
         import asyncio

@@ -196,12 +196,14 @@ def budget(limit: int | str, *, ceiling: int | str | None = None) -> Budget:
 
 
 def current_budget() -> Budget | None:
-    """The budget charged for allocations made here, or ``None`` (also in a task that
-    outlived its budget: a closed budget is charged nothing)."""
+    """The budget charged for allocations made here, or ``None``. In a task that outlived
+    its budget, that is the nearest enclosing budget still open (``None`` when there is
+    none: a closed budget is charged nothing)."""
     handle = active_meter().var.get()
-    if handle is None:
+    charged = handle.charged if handle is not None else None
+    if charged is None:
         return None
-    owner: Budget | None = handle.owner
+    owner: Budget | None = charged.owner
     return owner
 
 

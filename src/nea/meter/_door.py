@@ -11,10 +11,12 @@ Must not import the server, the middleware, admission or the pytest plugin.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nea.meter import _select
 from nea.meter._budget import Budget
@@ -28,9 +30,6 @@ from nea.meter._region import set_enabled as enable_region
 from nea.meter._region import supported as region_supported
 from nea.meter._select import Meter, active_meter
 from nea.meter._stats import BudgetExceeded
-
-if TYPE_CHECKING:
-    import asyncio
 
 _new = Budget.__new__
 
@@ -102,12 +101,23 @@ def share_ceiling(nbytes: int) -> None:
         _meter.set_shared_ceiling(nbytes)
 
 
+_waking: tuple[asyncio.AbstractEventLoop, Callable[[], None]] | None = None
+
+
 def wake_loop_for_deliveries(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """Have worker threads that owe a trip's delivery wake ``loop`` (running in the main
     thread, the only one CPython runs the delivery call in): a pipe whose read end the loop
-    watches. Returns the function that undoes it. Native meter only; elsewhere a no-op."""
+    watches. One loop at a time: asking for another loop moves the pipe there; asking again
+    for the same loop changes nothing. Returns the function that undoes it (a no-op when
+    this call changed nothing, or once the pipe moved on). Native meter only; elsewhere a
+    no-op."""
+    global _waking
     if not _select.native_available():
         return lambda: None
+    if _waking is not None:
+        if _waking[0] is loop:
+            return lambda: None
+        _waking[1]()
     from nea import _meter
 
     read_fd, write_fd = os.pipe()
@@ -122,12 +132,32 @@ def wake_loop_for_deliveries(loop: asyncio.AbstractEventLoop) -> Callable[[], No
     _meter.set_wake_fd(write_fd)
 
     def undo() -> None:
+        global _waking
+        if _waking is None or _waking[1] is not undo:
+            return
+        _waking = None
         _meter.set_wake_fd(-1)
-        loop.remove_reader(read_fd)
+        if not loop.is_closed():
+            loop.remove_reader(read_fd)
         os.close(read_fd)
         os.close(write_fd)
 
+    _waking = (loop, undo)
     return undo
+
+
+def wake_running_loop() -> None:
+    """``wake_loop_for_deliveries`` for the asyncio loop running here, when it runs in the
+    main thread (for the middleware under other servers); costs one comparison once done."""
+    waking = _waking
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio, or no loop
+        return
+    if waking is not None and waking[0] is loop:
+        return
+    if threading.current_thread() is threading.main_thread():
+        wake_loop_for_deliveries(loop)
 
 
 def native_available() -> bool:
@@ -154,4 +184,5 @@ __all__ = [
     "tripped",
     "use_meter",
     "wake_loop_for_deliveries",
+    "wake_running_loop",
 ]

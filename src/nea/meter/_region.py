@@ -9,13 +9,12 @@ server.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
-from nea._errors import ConfigError
+from nea.meter._env import MODES, switch
 
-REGION_MODES = ("on", "off")
+REGION_MODES = MODES
 
 
 def _ext() -> Any | None:
@@ -33,10 +32,7 @@ def supported() -> bool:
 
 def env_mode() -> str:
     """``NEA_REGION`` (``on`` unless set to ``off``); ``ConfigError`` for anything else."""
-    wanted = os.environ.get("NEA_REGION", "on").strip().lower() or "on"
-    if wanted not in REGION_MODES:
-        raise ConfigError(f"NEA_REGION={wanted!r}: expected 'on' or 'off'")
-    return wanted
+    return switch("NEA_REGION")
 
 
 def set_enabled(on: bool) -> bool:

@@ -29,9 +29,10 @@ METER_NAMES = ("native", "tracemalloc")
 class Meter(Protocol):
     """What ``Budget`` needs from a meter.
 
-    Handles are opaque but carry ``owner``, ``closed``, ``limit``, ``live``, ``peak`` and
-    ``tripped`` (read cheaply: ``send`` reads ``tripped`` on every message); once closed
-    they keep the final numbers.
+    Handles are opaque but carry ``owner``, ``closed``, ``charged`` (the open handle charged
+    where this one is current), ``limit``, ``live``, ``peak`` and ``tripped`` (read
+    cheaply: ``send`` reads ``tripped`` on every message); once closed they keep the final
+    numbers.
     """
 
     name: str
@@ -71,9 +72,11 @@ class NativeMeter:
         self._ext = _meter
         self.var: ContextVar[Any] = _meter.current
         self._installed_once = False
+        from nea.meter import _clibs
         from nea.meter._region import env_mode
 
         _meter.region_enable(env_mode() == "on")
+        self._c_libraries = _clibs.env_mode() == "on"
         # The C hook caches the current budget; only this setter keeps that cache right.
         self.set_current = _meter.set_current
         self.exit: Callable[[Any], bool] = _meter.exit
@@ -87,14 +90,18 @@ class NativeMeter:
         return self._ext.enter(limit, owner, ceiling, shares)
 
     def _install(self) -> None:
-        from nea.meter import _exits, _loop
+        from nea.meter import _clibs, _exits, _loop
         from nea.meter._imports import exempt_imports
         from nea.meter._numpy import install_if_imported
 
         self._ext.install()  # no region while tracemalloc's hooks are below ours (C)
         self._ext.set_trip_factory(self._trip_error)
         numpy_hook = functools.partial(install_if_imported, self._ext)
-        exempt_imports(self.var, self._ext.set_current, {"numpy": numpy_hook})
+        clibs_hook = None
+        if self._c_libraries:
+            clibs_hook = functools.partial(_clibs.patch, self._ext)
+            clibs_hook()
+        exempt_imports(self.var, self._ext.set_current, {"numpy": numpy_hook}, clibs_hook)
         numpy_hook()
         self._push_loop_frames()
         if not self._installed_once:

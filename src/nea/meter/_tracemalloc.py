@@ -25,7 +25,17 @@ if TYPE_CHECKING:
 class TracemallocHandle:
     """One budget of the tracemalloc meter; its numbers are folded in when read."""
 
-    __slots__ = ("_live", "_meter", "_peak", "base", "closed", "limit", "owner", "previous")
+    __slots__ = (
+        "_live",
+        "_meter",
+        "_peak",
+        "base",
+        "closed",
+        "limit",
+        "outer",
+        "owner",
+        "previous",
+    )
 
     def __init__(self, meter: TracemallocMeter, owner: Budget, limit: int, base: int) -> None:
         self._meter = meter
@@ -36,6 +46,16 @@ class TracemallocHandle:
         self._peak = 0
         self.closed = False
         self.previous: TracemallocHandle | None = None
+        # the enclosing open budget: a task that outlives this one is charged to it
+        self.outer: TracemallocHandle | None = None
+
+    @property
+    def charged(self) -> TracemallocHandle | None:
+        """This budget while open, else the nearest open one it was nested in."""
+        handle: TracemallocHandle | None = self
+        while handle is not None and handle.closed:
+            handle = handle.outer
+        return handle
 
     @property
     def live(self) -> int:
@@ -98,6 +118,7 @@ class TracemallocMeter:
         self._fold()
         handle = TracemallocHandle(self, owner, limit, tracemalloc.get_traced_memory()[0])
         handle.previous = previous
+        handle.outer = previous.charged if previous is not None else None
         self._open.append(handle)
         self.var.set(handle)
         return handle
