@@ -8,8 +8,9 @@
    every request (a pure-ASGI wrapper: the same mechanism nea's server uses) vs the same
    app without metering (the apps: ``plain`` and ``metered`` in bench/_apps.py). Both
    servers run at once; wrk alternates between them, rounds times. Printed: the median
-   req/s of each and the median server CPU time per request (utime + stime from /proc
-   around each wrk run: steadier than req/s on a shared machine), and their ratios.
+   server CPU time per request of each (utime + stime from /proc around each wrk run: the
+   headline, steadier than req/s on a shared machine) and the median req/s, and their
+   ratios.
 
 Usage: python bench/meter.py [--rounds 3] [--duration 5] [--skip-http]
 Needs wrk on PATH and the C extension built. Numbers on a shared machine are noisy.
@@ -149,18 +150,19 @@ def main() -> None:
     rates, cpu_us = http(args.rounds, args.duration)
     print(
         f"Starlette JSON endpoint, uvicorn, wrk -t1 -c64 -d{args.duration}s, "
-        f"{args.rounds} rounds, medians (server CPU time from /proc/PID/stat):"
+        f"{args.rounds} rounds, medians; the headline is the server's CPU time per request "
+        "(user + system from /proc/PID/stat), steadier than req/s on a shared machine:"
     )
     labels = {"plain": "without metering", "metered": "budget per request"}
     for name, label in labels.items():
         rate, us = statistics.median(rates[name]), statistics.median(cpu_us[name])
-        rounds = ", ".join(f"{x:.0f}" for x in rates[name])
-        print(f"  {label:18} {rate:9.1f} req/s {us:8.1f} µs CPU/request   rounds {rounds}")
+        rounds = ", ".join(f"{x:.1f}" for x in cpu_us[name])
+        print(f"  {label:18} {us:8.1f} µs CPU/request {rate:9.1f} req/s   rounds (µs) {rounds}")
     rate_ratio = statistics.median(rates["metered"]) / statistics.median(rates["plain"])
     cpu_ratio = statistics.median(cpu_us["metered"]) / statistics.median(cpu_us["plain"])
     print(
-        f"  metered/plain: throughput {rate_ratio:.3f} (cost {1 - rate_ratio:.1%}), "
-        f"CPU per request {cpu_ratio:.3f} ({cpu_ratio - 1:+.1%})"
+        f"  metered/plain: CPU per request {cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}), "
+        f"throughput {rate_ratio:.3f} (cost {1 - rate_ratio:.1%})"
     )
 
 
