@@ -274,7 +274,9 @@ class RequestCycle:
             else:
                 self.head_written = True
                 data = self._first_body(body, more_body)
-                self.conn.state.head_sent(self)
+                pending = self.conn.state.pending_heads
+                if pending and pending[-1] is self:  # the usual case: it needs no flush
+                    pending[-1] = None
         except ResponseError as exc:
             self._fail(str(exc))
         conn = self.conn

@@ -84,8 +84,12 @@ class ServerState:
         # RequestCycle.send).
         self.context = contextvars.copy_context()
         # Cycles whose head may still be unwritten at the end of this loop iteration; one
-        # call_soon serves every response started in the same iteration.
-        self._pending_heads: list[RequestCycle] = []
+        # call_soon serves every response started in the same iteration. A cycle whose head
+        # left with its first body message puts None in its place at once (RequestCycle.
+        # _send), so that it, and what the app left in it, is not kept alive until the next
+        # iteration: under load a whole burst of finished requests would stay alive
+        # together, and blocks of theirs pin region pages (docs/internals/region.md).
+        self.pending_heads: list[RequestCycle | None] = []
         self._flush_scheduled = False
         # Decided once per serve(): the CLI configures logging before the server starts.
         self.access_log = config.access_log and access_logger.isEnabledFor(logging.INFO)
@@ -122,25 +126,15 @@ class ServerState:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush_heads, context=self.context)
-        self._pending_heads.append(cycle)
-
-    def head_sent(self, cycle: RequestCycle) -> None:
-        """``cycle``'s head left with its first body message: it need not wait for the
-        flush. Dropped from the list at once (it is the last one added when the app sent
-        its start and first body in one step, the usual case), so that the cycle, and what
-        the app left in it, is not kept alive until the next loop iteration: under load a
-        whole burst of requests would otherwise stay alive together, and blocks of theirs
-        kept until then pin their region pages (docs/internals/region.md)."""
-        pending = self._pending_heads
-        if pending and pending[-1] is cycle:
-            pending.pop()
+        self.pending_heads.append(cycle)
 
     def _flush_heads(self) -> None:
         self._flush_scheduled = False
-        pending = self._pending_heads
-        self._pending_heads = []
+        pending = self.pending_heads
+        self.pending_heads = []
         for cycle in pending:
-            if not cycle.head_written:  # usually the first body message carried it already
+            # usually the first body message carried it already (None: see pending_heads)
+            if cycle is not None and not cycle.head_written:
                 cycle.flush_head()
 
     def stop_clock(self) -> None:
