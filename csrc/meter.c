@@ -1232,6 +1232,7 @@ static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, i
         }
         else {
             t->pending += sign * (ptrdiff_t)size;
+            t->pending_allocations += sign > 0;
             if (t->pending >= NEA_FOLD_BYTES || t->pending <= -NEA_FOLD_BYTES)
                 fold = 1;
         }
@@ -1323,8 +1324,10 @@ void nea_any_fold_locked(nea_slot *t)
             t->peak = t->pending_peak;
         if (t->live > t->peak)
             t->peak = t->live;
+        t->allocations += t->pending_allocations;
         t->pending = 0;
         t->pending_peak = 0;
+        t->pending_allocations = 0;
     }
     if (t->crossed_size == 0 || t->state != NEA_SLOT_OPEN)
         return;
