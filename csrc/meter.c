@@ -1201,6 +1201,7 @@ static int fold_armed;         /* atomic: the fold call is queued */
 NEA_TLS int nea_any_busy;
 
 void nea_any_lock(void) { pthread_mutex_lock(&any_lock); }
+void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
 
 void nea_any_table_size(size_t *count, size_t *cap)
 {
@@ -1209,7 +1210,6 @@ void nea_any_table_size(size_t *count, size_t *cap)
     *cap = any_blocks.cap;
     nea_any_unlock();
 }
-void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
 
 static void any_atfork_child(void) { pthread_mutex_init(&any_lock, NULL); }
 
@@ -1278,8 +1278,9 @@ static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, i
         if (__atomic_load_n(&t->owed, __ATOMIC_RELAXED))
             fold = 1; /* a declined delivery: try again at the next safe point */
         size_t live = __atomic_load_n(&t->live, __ATOMIC_RELAXED);
+        size_t owed_back = t->pending < 0 ? (size_t)-t->pending : 0;
         size_t used = t->pending >= 0 ? live + (size_t)t->pending
-                                      : live - (live < (size_t)-t->pending ? live : (size_t)-t->pending);
+                                      : live - (live < owed_back ? live : owed_back);
         if (!gil && used > t->pending_peak)
             t->pending_peak = used;
         if (t->crossed_size == 0 && used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
@@ -1336,7 +1337,8 @@ int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen)
         *gen = OWNER_GEN(owner);
         bt_delete(&any_blocks, e);
         fold = any_apply_locked(*idx, *gen, *size, -1, gil);
-        found = slot_at(*idx, *gen) != NULL;
+        nea_slot *s = slot_at(*idx, *gen);
+        found = s != NULL && s->state == NEA_SLOT_OPEN; /* a closed owner keeps nothing */
     }
     nea_any_unlock();
     if (fold)
