@@ -1196,7 +1196,7 @@ void nea_foreign_forget(void *p)
 #define NEA_FOLD_BYTES ((ptrdiff_t)256 << 10)
 
 static pthread_mutex_t any_lock = PTHREAD_MUTEX_INITIALIZER;
-static block_table any_blocks; /* any_lock */
+static block_table any_blocks = {.window = NEA_C_WINDOW_BITS}; /* any_lock */
 static int fold_armed;         /* atomic: the fold call is queued */
 NEA_TLS int nea_any_busy;
 
@@ -1238,7 +1238,10 @@ static int fold_call(void *arg);
 /* Queue the fold call (once until it runs); wake the main thread's loop if it may sleep. */
 static void arm_fold(void)
 {
-    if (__atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
+    /* a plain read first: a long C call without the GIL asks on every block once it has
+     * much pending, and the call cannot run before the thread returns */
+    if (__atomic_load_n(&fold_armed, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
         __atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
         return;
     if (Py_AddPendingCall(fold_call, NULL) != 0) {
@@ -1353,6 +1356,8 @@ void nea_any_forget(void *p)
     uint64_t gen;
     (void)nea_any_detach(p, &size, &idx, &gen);
 }
+
+void nea_any_maybe_shrink_locked(void) { bt_maybe_shrink(&any_blocks); }
 
 void nea_any_fold_locked(nea_slot *t)
 {

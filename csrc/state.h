@@ -65,6 +65,8 @@ void nea_any_unlock(void) NEA_HIDDEN;
 void nea_any_table_size(size_t *count, size_t *cap) NEA_HIDDEN; /* C-library blocks recorded */
 /* Fold the slot's pending C-library bytes into `live` (GIL and nea_any_lock held). */
 void nea_any_fold_locked(nea_slot *s) NEA_HIDDEN;
+/* Give the C libraries' table memory back after a spike (nea_any_lock held). */
+void nea_any_maybe_shrink_locked(void) NEA_HIDDEN;
 
 
 static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)
