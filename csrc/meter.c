@@ -1357,7 +1357,17 @@ void nea_any_forget(void *p)
     (void)nea_any_detach(p, &size, &idx, &gen);
 }
 
-void nea_any_maybe_shrink_locked(void) { bt_maybe_shrink(&any_blocks); }
+/* Only every NEA_SHRINK_CLOSES closes: a server whose requests each parse a large document
+ * would otherwise regrow the table from its smallest size in every request (nine rehashes
+ * for 800,000 blocks), and a burst's table is given back a few hundred requests later. */
+#define NEA_SHRINK_CLOSES 256u
+
+void nea_any_maybe_shrink_locked(void)
+{
+    static unsigned closes;
+    if (++closes % NEA_SHRINK_CLOSES == 0)
+        bt_maybe_shrink(&any_blocks);
+}
 
 void nea_any_fold_locked(nea_slot *t)
 {
