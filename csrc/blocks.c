@@ -9,12 +9,13 @@
 
 #define NEA_MIN_TABLE_BITS 12
 
-block_table nea_blocks;
+block_table nea_blocks = {.window = NEA_WINDOW_BITS};
 
-static void place(block_entry *table, size_t cap, unsigned bits, const block_entry *e)
+static void place(block_entry *table, size_t cap, unsigned bits, unsigned window,
+                  const block_entry *e)
 {
     size_t mask = cap - 1;
-    size_t i = nea_block_hash_bits(e->ptr, bits) & mask;
+    size_t i = nea_block_hash_bits(e->ptr, bits, window) & mask;
     while (table[i].ptr != 0)
         i = (i + 1) & mask;
     table[i] = *e;
@@ -29,7 +30,7 @@ static NEA_COLD int resize(block_table *t, unsigned bits)
         return -1;
     for (size_t i = 0; i < t->cap; i++)
         if (t->entries[i].ptr != 0)
-            place(table, cap, bits, &t->entries[i]);
+            place(table, cap, bits, t->window, &t->entries[i]);
     free(t->entries);
     t->entries = table;
     t->cap = cap;

@@ -324,16 +324,34 @@ static int skipped(struct dl_phdr_info *info)
     return 0;
 }
 
-static int walk_one(struct dl_phdr_info *info, size_t size, void *data)
+/* The objects a walk found, copied out of dl_iterate_phdr's callback: patching calls
+ * dladdr, which takes the loader's other lock, and a thread inside dlopen holds that one
+ * while it waits for the lock dl_iterate_phdr holds. So nothing is patched inside the
+ * callback. (A loaded object's program headers stay mapped as long as it is loaded, and
+ * CPython never unloads an extension module.) */
+typedef struct {
+    struct dl_phdr_info *items;
+    size_t count, cap;
+} found_list;
+
+static int collect(struct dl_phdr_info *info, size_t size, void *data)
 {
-    (void)size;
-    (void)data;
-    uintptr_t base = (uintptr_t)info->dlpi_addr;
-    if (was_done(base))
+    found_list *found = data;
+    if (was_done((uintptr_t)info->dlpi_addr) || skipped(info)) {
+        mark_done((uintptr_t)info->dlpi_addr);
         return 0;
-    mark_done(base);
-    if (!skipped(info))
-        patch_object(info);
+    }
+    if (found->count == found->cap) {
+        size_t cap = found->cap ? found->cap * 2 : 64;
+        struct dl_phdr_info *grown = realloc(found->items, cap * sizeof(*grown));
+        if (grown == NULL)
+            return 1; /* the rest waits for the next walk */
+        found->items = grown;
+        found->cap = cap;
+    }
+    struct dl_phdr_info *item = &found->items[found->count++];
+    memset(item, 0, sizeof(*item));
+    memcpy(item, info, size < sizeof(*item) ? size : sizeof(*item)); /* an older libc's */
     return 0;
 }
 
@@ -357,7 +375,13 @@ int nea_clibs_patch(void)
         skip[2] = base_of((void *)free);
         skip[3] = base_of((void *)nea_clibs_patch);
     }
-    dl_iterate_phdr(walk_one, NULL);
+    found_list found = {NULL, 0, 0};
+    dl_iterate_phdr(collect, &found);
+    for (size_t i = 0; i < found.count; i++) {
+        patch_object(&found.items[i]);
+        mark_done((uintptr_t)found.items[i].dlpi_addr);
+    }
+    free(found.items);
     return 0;
 }
 

@@ -403,7 +403,10 @@ static int thread_runs_budget(PyThreadState *ts, uint32_t idx, uint64_t gen)
 }
 
 /* The exception for budget (idx, gen), from the factory (run uncharged). */
-static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
+/* `thread_code`: NULL for a delivery in the calling (main) thread; else the innermost code
+ * object of the worker thread the exception is for (Py_None when it runs no Python frame),
+ * which the factory may decline, as it declines spots in the main thread. */
+static PyObject *trip_error(uint32_t idx, uint64_t gen, PyObject *thread_code)
 {
     nea_handle *h = PyObject_GC_New(nea_handle, &nea_HandleType);
     if (h == NULL)
@@ -422,29 +425,52 @@ static PyObject *trip_error(uint32_t idx, uint64_t gen, int in_thread)
         return NULL;
     }
     PyObject_GC_Track((PyObject *)h);
-    PyObject *exc = PyObject_CallFunction(trip_factory, "Oi", (PyObject *)h, in_thread);
+    PyObject *exc = PyObject_CallFunction(trip_factory, "OiO", (PyObject *)h,
+                                          thread_code != NULL, thread_code ? thread_code : Py_None);
     Py_DECREF(h);
     return exc;
 }
 
-/* Deliver to thread `ident`: an asynchronous exception, if it still runs budget (idx, gen).
- * Runs Python (the factory): the slot array may move meanwhile, so no slot pointer is held.
- * A thread whose work for the budget returned meanwhile gets nothing: the budget reports
- * its trip when it closes. */
-static void deliver_to_thread(unsigned long ident, uint32_t idx, uint64_t gen)
+/* The innermost Python code the thread runs now (new ref), or a new ref to None. It is
+ * suspended (this thread holds the GIL), so that is where its next bytecodes start. */
+static PyObject *thread_code_now(PyThreadState *ts)
+{
+    PyFrameObject *frame = PyThreadState_GetFrame(ts);
+    if (frame == NULL)
+        return Py_NewRef(Py_None);
+    PyObject *code = (PyObject *)PyFrame_GetCode(frame);
+    Py_DECREF(frame);
+    return code;
+}
+
+/* Deliver to thread `ident`: an asynchronous exception, if it still runs budget (idx, gen)
+ * and its code now is not library code the factory declines (a thread inside the standard
+ * library's queue or logging must not get an exception between a lock's acquire and its
+ * try block; the exception is raised at the thread's next check, which is the start of
+ * the next function it calls when it runs the app's code now). Runs Python (the factory):
+ * the slot array may move meanwhile, so no slot pointer is held. Returns 0 when declined
+ * (the delivery stays owed), else 1. */
+static int deliver_to_thread(unsigned long ident, uint32_t idx, uint64_t gen)
 {
     PyThreadState *ts = thread_by_ident(ident);
     if (ts == NULL || !thread_runs_budget(ts, idx, gen))
-        return;
-    PyObject *cls = trip_error(idx, gen, 1);
+        return 1; /* its work for the budget returned: the budget reports it when it closes */
+    PyObject *code = thread_code_now(ts);
+    PyObject *cls = trip_error(idx, gen, code);
+    Py_DECREF(code);
     if (cls == NULL) {
         PyErr_WriteUnraisable(trip_factory);
-        return;
+        return 1;
+    }
+    if (cls == Py_None) {
+        Py_DECREF(cls);
+        return 0;
     }
     /* Looked up again: the factory ran Python code, and the thread may have ended. */
     if (thread_by_ident(ident) == ts && PyType_Check(cls))
         PyThreadState_SetAsyncExc(ident, cls);
     Py_DECREF(cls);
+    return 1;
 }
 
 /* The pending call: runs on the main thread at a bytecode boundary, never inside an
@@ -462,9 +488,20 @@ static int deliver(void *Py_UNUSED(arg))
     for (uint32_t i = 0; i < M.slot_used; i++) {
         nea_slot *s = &M.slots[i];
         if (s->state == NEA_SLOT_OPEN && s->owed && s->owed_thread != me) {
+            uint64_t gen = s->gen;
+            unsigned long thread = s->owed_thread;
             s->owed = 0;
             s->owe_above = s->live + NEA_REDELIVER_BYTES;
-            deliver_to_thread(s->owed_thread, i, s->gen);
+            if (!deliver_to_thread(thread, i, gen)) {
+                /* Declined: still owed to that thread; its next allocation past the limit
+                 * (or a C library's, see any_apply_locked) arms the call again. */
+                s = slot_at(i, gen);
+                if (s != NULL && s->state == NEA_SLOT_OPEN) {
+                    s->owed = 1;
+                    s->owe_above = SIZE_MAX;
+                    s->owed_thread = thread;
+                }
+            }
         }
     }
     /* Then this thread: the code running now, if it is the owed budget's own. */
@@ -498,7 +535,7 @@ static int deliver(void *Py_UNUSED(arg))
         if (!loop && owed != NULL && owed->state == NEA_SLOT_OPEN) {
             owed->owed = 0;
             owed->owe_above = owed->live + NEA_REDELIVER_BYTES;
-            error = trip_error(idx, gen, 0);
+            error = trip_error(idx, gen, NULL);
             if (error == NULL)
                 PyErr_WriteUnraisable(trip_factory);
         }
@@ -1159,11 +1196,12 @@ void nea_foreign_forget(void *p)
 #define NEA_FOLD_BYTES ((ptrdiff_t)256 << 10)
 
 static pthread_mutex_t any_lock = PTHREAD_MUTEX_INITIALIZER;
-static block_table any_blocks; /* any_lock */
+static block_table any_blocks = {.window = NEA_C_WINDOW_BITS}; /* any_lock */
 static int fold_armed;         /* atomic: the fold call is queued */
 NEA_TLS int nea_any_busy;
 
 void nea_any_lock(void) { pthread_mutex_lock(&any_lock); }
+void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
 
 void nea_any_table_size(size_t *count, size_t *cap)
 {
@@ -1172,7 +1210,6 @@ void nea_any_table_size(size_t *count, size_t *cap)
     *cap = any_blocks.cap;
     nea_any_unlock();
 }
-void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
 
 static void any_atfork_child(void) { pthread_mutex_init(&any_lock, NULL); }
 
@@ -1201,7 +1238,10 @@ static int fold_call(void *arg);
 /* Queue the fold call (once until it runs); wake the main thread's loop if it may sleep. */
 static void arm_fold(void)
 {
-    if (__atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
+    /* a plain read first: a long C call without the GIL asks on every block once it has
+     * much pending, and the call cannot run before the thread returns */
+    if (__atomic_load_n(&fold_armed, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
         __atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
         return;
     if (Py_AddPendingCall(fold_call, NULL) != 0) {
@@ -1232,14 +1272,18 @@ static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, i
         }
         else {
             t->pending += sign * (ptrdiff_t)size;
+            t->pending_allocations += sign > 0;
             if (t->pending >= NEA_FOLD_BYTES || t->pending <= -NEA_FOLD_BYTES)
                 fold = 1;
         }
         if (sign < 0)
             continue;
+        if (__atomic_load_n(&t->owed, __ATOMIC_RELAXED))
+            fold = 1; /* a declined delivery: try again at the next safe point */
         size_t live = __atomic_load_n(&t->live, __ATOMIC_RELAXED);
+        size_t owed_back = t->pending < 0 ? (size_t)-t->pending : 0;
         size_t used = t->pending >= 0 ? live + (size_t)t->pending
-                                      : live - (live < (size_t)-t->pending ? live : (size_t)-t->pending);
+                                      : live - (live < owed_back ? live : owed_back);
         if (!gil && used > t->pending_peak)
             t->pending_peak = used;
         if (t->crossed_size == 0 && used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
@@ -1296,7 +1340,8 @@ int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen)
         *gen = OWNER_GEN(owner);
         bt_delete(&any_blocks, e);
         fold = any_apply_locked(*idx, *gen, *size, -1, gil);
-        found = slot_at(*idx, *gen) != NULL;
+        nea_slot *s = slot_at(*idx, *gen);
+        found = s != NULL && s->state == NEA_SLOT_OPEN; /* a closed owner keeps nothing */
     }
     nea_any_unlock();
     if (fold)
@@ -1312,6 +1357,18 @@ void nea_any_forget(void *p)
     (void)nea_any_detach(p, &size, &idx, &gen);
 }
 
+/* Only every NEA_SHRINK_CLOSES closes: a server whose requests each parse a large document
+ * would otherwise regrow the table from its smallest size in every request (nine rehashes
+ * for 800,000 blocks), and a burst's table is given back a few hundred requests later. */
+#define NEA_SHRINK_CLOSES 256u
+
+void nea_any_maybe_shrink_locked(void)
+{
+    static unsigned closes;
+    if (++closes % NEA_SHRINK_CLOSES == 0)
+        bt_maybe_shrink(&any_blocks);
+}
+
 void nea_any_fold_locked(nea_slot *t)
 {
     if (t->pending != 0 || t->pending_peak != 0) {
@@ -1323,8 +1380,10 @@ void nea_any_fold_locked(nea_slot *t)
             t->peak = t->pending_peak;
         if (t->live > t->peak)
             t->peak = t->live;
+        t->allocations += t->pending_allocations;
         t->pending = 0;
         t->pending_peak = 0;
+        t->pending_allocations = 0;
     }
     if (t->crossed_size == 0 || t->state != NEA_SLOT_OPEN)
         return;

@@ -72,9 +72,10 @@ typedef struct {
     uint8_t owed;             /* a BudgetExceeded is owed to this budget's code */
     uint8_t shares;           /* may borrow from the shared ceiling (request budgets) */
     /* C libraries' blocks made or freed without the GIL: not yet in `live` (meter.c's
-     * any_lock guards these four; the GIL side folds them in). */
+     * any_lock guards these five; the GIL side folds them in). */
     ptrdiff_t pending;
     size_t pending_peak;      /* the highest live + pending since the last fold */
+    uint64_t pending_allocations; /* blocks among those bytes */
     size_t crossed_size;      /* a C library's allocation of this size crossed the limit */
     unsigned long crossed_thread; /* and the thread that made it */
 } nea_slot;

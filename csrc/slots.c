@@ -220,6 +220,7 @@ int nea_slot_close(uint32_t idx, uint64_t gen, nea_report *out)
         slot_release(idx);
     }
     release_dead_forwarders();
+    nea_any_maybe_shrink_locked();
     nea_any_unlock();
     drop_now();
     nea_block_maybe_shrink();

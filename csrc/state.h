@@ -50,7 +50,7 @@ void nea_foreign_forget(void *p) NEA_HIDDEN;
  * (meter.c, "C libraries' blocks"). owner: 1 and the budget of the calling thread, 0 for
  * none. record: charge a new block to (idx, gen) (-1: the table cannot grow). forget: un-
  * charge a block about to be freed. detach: like forget, returning 1 and the block's size
- * and owner when it was recorded and its owner still exists. */
+ * and owner when it was recorded and its owner is still open. */
 int nea_any_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
 int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HIDDEN;
 void nea_any_forget(void *p) NEA_HIDDEN;
@@ -65,6 +65,8 @@ void nea_any_unlock(void) NEA_HIDDEN;
 void nea_any_table_size(size_t *count, size_t *cap) NEA_HIDDEN; /* C-library blocks recorded */
 /* Fold the slot's pending C-library bytes into `live` (GIL and nea_any_lock held). */
 void nea_any_fold_locked(nea_slot *s) NEA_HIDDEN;
+/* Give the C libraries' table memory back after a spike (nea_any_lock held). */
+void nea_any_maybe_shrink_locked(void) NEA_HIDDEN;
 
 
 static NEA_INLINE nea_slot *slot_at(uint32_t idx, uint64_t gen)

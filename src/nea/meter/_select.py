@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
+from types import CodeType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nea._errors import ConfigError
@@ -122,15 +123,19 @@ class NativeMeter:
         return Snapshot(*self._ext.snapshot(handle))
 
     def _trip_error(
-        self, handle: Any, in_thread: int
+        self, handle: Any, in_thread: int, thread_code: CodeType | None = None
     ) -> BaseException | type[BaseException] | None:
         """What the meter raises at a tripped budget's safe point (called by the C
         extension, uncharged): the budget's ``BudgetExceeded``, or in a worker thread the
         class CPython instantiates there. ``None`` declines the spot: the code running now
-        (the caller's frame) is the standard library's, anyio's or nea's own, whose
-        internal state (locks, events, cancel scopes) an exception must not cut through;
-        the delivery then waits for the budget's next allocation past its limit."""
-        if not in_thread and _in_library(sys._getframe(1).f_code.co_filename):
+        (the caller's frame; in a worker thread, ``thread_code``) is the standard
+        library's, anyio's or nea's own, whose internal state (locks, events, cancel
+        scopes) an exception must not cut through; the delivery then waits for the
+        budget's next allocation past its limit."""
+        if in_thread:
+            if thread_code is not None and _in_library(thread_code.co_filename):
+                return None
+        elif _in_library(sys._getframe(1).f_code.co_filename):
             return None
         snap = self.snapshot(handle)
         if in_thread:
