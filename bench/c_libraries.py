@@ -102,7 +102,7 @@ def measure(row: str, where: str, c_libraries: str, repeat: int) -> float:
         check=True,
         timeout=600,
     ).stdout
-    return statistics.median(json.loads(out))
+    return float(statistics.median(json.loads(out)))
 
 
 def main() -> None:
