@@ -66,24 +66,39 @@ __all__ = [
 USER_AGENT = "testclient"
 
 
-def _make_driver(
-    app: Any,
-    budget: int | str | None,
-    slots: int | None,
-    queue: int | None,
-    queue_timeout: float,
-    root_path: str,
-    client: tuple[str, int],
-    raise_server_exceptions: bool,
-) -> Driver:
-    admission = Admission(budget=budget, slots=slots, queue=queue, queue_timeout=queue_timeout)
-    return Driver(
-        as_asgi3(app),
-        admission,
-        root_path=root_path,
-        client=client,
-        raise_server_exceptions=raise_server_exceptions,
-    )
+class _Serving:
+    """What both clients set up alike: the app behind nea's admission (``_driver``), its
+    WebSocket pool, and the lifespan mode."""
+
+    def _serve(
+        self,
+        app: Any,
+        budget: int | str | None,
+        slots: int | None,
+        queue: int | None,
+        queue_timeout: float,
+        root_path: str,
+        client: tuple[str, int],
+        raise_server_exceptions: bool,
+        ws_budget: int | str | None,
+        ws_slots: int | None,
+        lifespan: str,
+    ) -> None:
+        admission = Admission(budget=budget, slots=slots, queue=queue, queue_timeout=queue_timeout)
+        self._driver = Driver(
+            as_asgi3(app),
+            admission,
+            root_path=root_path,
+            client=client,
+            raise_server_exceptions=raise_server_exceptions,
+        )
+        #: The WebSocket pool (``ws_slots``) and per-connection budget (``ws_budget``).
+        self.ws_admission = WebSocketAdmission(budget=ws_budget, slots=ws_slots)
+        self.app = self._driver.app
+        #: The lifespan ``state`` (Starlette's ``TestClient.app_state``); every request's
+        #: ``scope["state"]`` is a shallow copy of it.
+        self.app_state = self._driver.app_state
+        self._lifespan_mode = check_lifespan(lifespan)
 
 
 def _headers(headers: Mapping[str, str] | None) -> httpx.Headers:
@@ -165,7 +180,7 @@ class _SyncTransport(httpx.BaseTransport):
                 stack.callback(stream.abort)
 
 
-class Client(httpx.Client):
+class Client(_Serving, httpx.Client):
     """A sync test client whose requests run through nea's slots and memory budgets.
 
     ``budget`` is each request's memory budget (bytes or a size such as ``"32MiB"``;
@@ -215,16 +230,19 @@ class Client(httpx.Client):
         ws_budget: int | str | None = None,
         ws_slots: int | None = None,
     ) -> None:
-        self._driver = _make_driver(
-            app, budget, slots, queue, queue_timeout, root_path, client, raise_server_exceptions
+        self._serve(
+            app,
+            budget,
+            slots,
+            queue,
+            queue_timeout,
+            root_path,
+            client,
+            raise_server_exceptions,
+            ws_budget,
+            ws_slots,
+            lifespan,
         )
-        #: The WebSocket pool (``ws_slots``) and per-connection budget (``ws_budget``).
-        self.ws_admission = WebSocketAdmission(budget=ws_budget, slots=ws_slots)
-        self.app = self._driver.app
-        #: The lifespan ``state`` (Starlette's ``TestClient.app_state``); every request's
-        #: ``scope["state"]`` is a shallow copy of it.
-        self.app_state = self._driver.app_state
-        self._lifespan_mode = check_lifespan(lifespan)
         self._backend = backend
         self._backend_options = backend_options
         self._portal: anyio.from_thread.BlockingPortal | None = None
@@ -365,7 +383,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
             await stream.abort()
 
 
-class AsyncClient(httpx.AsyncClient):
+class AsyncClient(_Serving, httpx.AsyncClient):
     """The async twin of ``Client`` (same options and behaviour, minus ``backend``):
     requests run in the caller's event loop, through nea's slots and memory budgets.
 
@@ -393,14 +411,19 @@ class AsyncClient(httpx.AsyncClient):
         ws_budget: int | str | None = None,
         ws_slots: int | None = None,
     ) -> None:
-        self._driver = _make_driver(
-            app, budget, slots, queue, queue_timeout, root_path, client, raise_server_exceptions
+        self._serve(
+            app,
+            budget,
+            slots,
+            queue,
+            queue_timeout,
+            root_path,
+            client,
+            raise_server_exceptions,
+            ws_budget,
+            ws_slots,
+            lifespan,
         )
-        #: The WebSocket pool (``ws_slots``) and per-connection budget (``ws_budget``).
-        self.ws_admission = WebSocketAdmission(budget=ws_budget, slots=ws_slots)
-        self.app = self._driver.app
-        self.app_state = self._driver.app_state
-        self._lifespan_mode = check_lifespan(lifespan)
         self._lifespan: Lifespan | None = None
         self._lifespan_task: Detached | None = None
         self._nea_transport = _AsyncTransport(self._driver)
