@@ -38,32 +38,31 @@
 
 /* ---- the wrappers ---------------------------------------------------------------- */
 
-static void *w_malloc(size_t size)
+/* A new block of `size` for `owner`, recorded; freed and NULL when it cannot be (the
+ * table cannot grow: fail closed). */
+static void *recorded(void *p, size_t size, const nea_any_owner_t *owner)
 {
-    uint32_t idx;
-    uint64_t gen;
-    if (!nea_any_owner(&idx, &gen))
-        return malloc(size);
-    void *p = malloc(size);
-    if (p != NULL && nea_any_record(p, size, idx, gen) < 0) {
-        free(p); /* the table cannot grow: fail closed */
+    if (p != NULL && nea_any_record(p, size, owner) < 0) {
+        free(p);
         return NULL;
     }
     return p;
 }
 
+static void *w_malloc(size_t size)
+{
+    nea_any_owner_t owner;
+    if (!nea_any_owner(&owner))
+        return malloc(size);
+    return recorded(malloc(size), size, &owner);
+}
+
 static void *w_calloc(size_t nelem, size_t elsize)
 {
-    uint32_t idx;
-    uint64_t gen;
-    if (!nea_any_owner(&idx, &gen) || (elsize != 0 && nelem > SIZE_MAX / elsize))
+    nea_any_owner_t owner;
+    if (!nea_any_owner(&owner) || (elsize != 0 && nelem > SIZE_MAX / elsize))
         return calloc(nelem, elsize);
-    void *p = calloc(nelem, elsize);
-    if (p != NULL && nea_any_record(p, nelem * elsize, idx, gen) < 0) {
-        free(p);
-        return NULL;
-    }
-    return p;
+    return recorded(calloc(nelem, elsize), nelem * elsize, &owner);
 }
 
 static void w_free(void *ptr)
@@ -73,7 +72,7 @@ static void w_free(void *ptr)
     free(ptr);
 }
 
-/* A resized block keeps its owner while that budget exists; a block nobody was charged
+/* A resized block keeps its owner while that budget is open; a block nobody was charged
  * for becomes the current budget's (charged in full), as PyMem blocks do. The old block
  * is detached before the call, so its address, once freed, is never confused with
  * another thread's new block. */
@@ -81,19 +80,18 @@ static void *w_realloc(void *ptr, size_t size)
 {
     if (ptr == NULL)
         return w_malloc(size);
-    uint32_t idx;
-    uint64_t gen;
+    nea_any_owner_t owner;
     size_t old_size = 0;
-    int had = nea_any_detach(ptr, &old_size, &idx, &gen);
-    int charge = had || nea_any_owner(&idx, &gen);
+    int had = nea_any_detach(ptr, &old_size, &owner);
+    int charge = had || nea_any_owner(&owner);
     void *p = realloc(ptr, size);
     if (p == NULL) {
         if (size != 0 && had) /* the old block is still there */
-            (void)nea_any_record(ptr, old_size, idx, gen);
+            (void)nea_any_record(ptr, old_size, &owner);
         return NULL;
     }
     if (charge)
-        (void)nea_any_record(p, size, idx, gen); /* cannot undo the move: uncharged if full */
+        (void)nea_any_record(p, size, &owner); /* cannot undo the move: uncharged if full */
     return p;
 }
 
@@ -104,23 +102,13 @@ static void *w_reallocarray(void *ptr, size_t nelem, size_t elsize)
     return w_realloc(ptr, nelem * elsize);
 }
 
-static void *aligned_done(void *p, size_t size, uint32_t idx, uint64_t gen)
-{
-    if (p != NULL && nea_any_record(p, size, idx, gen) < 0) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
 static int w_posix_memalign(void **out, size_t alignment, size_t size)
 {
-    uint32_t idx;
-    uint64_t gen;
-    if (!nea_any_owner(&idx, &gen))
+    nea_any_owner_t owner;
+    if (!nea_any_owner(&owner))
         return posix_memalign(out, alignment, size);
     int rc = posix_memalign(out, alignment, size);
-    if (rc == 0 && aligned_done(*out, size, idx, gen) == NULL)
+    if (rc == 0 && recorded(*out, size, &owner) == NULL)
         return ENOMEM;
     return rc;
 }
@@ -128,11 +116,10 @@ static int w_posix_memalign(void **out, size_t alignment, size_t size)
 #define NEA_ALIGNED_WRAPPER(name, params, args, size)                                       \
     static void *w_##name params                                                           \
     {                                                                                      \
-        uint32_t idx;                                                                      \
-        uint64_t gen;                                                                      \
-        if (!nea_any_owner(&idx, &gen))                                                    \
+        nea_any_owner_t owner;                                                             \
+        if (!nea_any_owner(&owner))                                                        \
             return name args;                                                              \
-        return aligned_done(name args, size, idx, gen);                                    \
+        return recorded(name args, size, &owner);                                          \
     }
 NEA_ALIGNED_WRAPPER(aligned_alloc, (size_t alignment, size_t size), (alignment, size), size)
 NEA_ALIGNED_WRAPPER(memalign, (size_t alignment, size_t size), (alignment, size), size)

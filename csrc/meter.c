@@ -1213,23 +1213,24 @@ void nea_any_table_size(size_t *count, size_t *cap)
 
 static void any_atfork_child(void) { pthread_mutex_init(&any_lock, NULL); }
 
-int nea_any_owner(uint32_t *idx, uint64_t *gen)
+int nea_any_owner(nea_any_owner_t *owner)
 {
     if (nea_any_busy || __atomic_load_n(&M.open_count, __ATOMIC_RELAXED) == 0 ||
         __atomic_load_n(&M.disabled, __ATOMIC_RELAXED))
         return 0;
-    if (PyGILState_Check()) {
+    owner->gil = PyGILState_Check();
+    if (owner->gil) {
         if (in_hook)
             return 0;
-        nea_slot *s = current_slot(idx, gen);
+        nea_slot *s = current_slot(&owner->idx, &owner->gen);
         return s != NULL && s != &fail_closed_slot;
     }
     PyThreadState *ts = PyGILState_GetThisThreadState();
     if (ts == NULL || ts->context == NULL || ts->context != cache.ctx ||
         ts->context_ver != cache.ver || cache.idx == NEA_NO_SLOT)
         return 0;
-    *idx = cache.idx;
-    *gen = cache.gen;
+    owner->idx = cache.idx;
+    owner->gen = cache.gen;
     return 1;
 }
 
@@ -1298,10 +1299,11 @@ static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, i
     return fold;
 }
 
-int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen)
+int nea_any_record(void *p, size_t size, const nea_any_owner_t *owner)
 {
-    int gil = PyGILState_Check();
-    int fold = 0;
+    uint32_t idx = owner->idx;
+    uint64_t gen = owner->gen;
+    int gil = owner->gil, fold = 0;
     nea_any_lock();
     nea_slot *s = slot_at(idx, gen);
     if (s == NULL || s->state != NEA_SLOT_OPEN) { /* closed since the lookup */
@@ -1326,21 +1328,21 @@ int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen)
     return 0;
 }
 
-int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen)
+int nea_any_detach(void *p, size_t *size, nea_any_owner_t *owner)
 {
     if (__atomic_load_n(&any_blocks.count, __ATOMIC_RELAXED) == 0)
         return 0;
-    int gil = PyGILState_Check(), found = 0, fold = 0;
+    int found = 0, fold = 0;
+    owner->gil = PyGILState_Check();
     nea_any_lock();
     block_entry *e = bt_find(&any_blocks, (uintptr_t)p);
     if (e != NULL) {
-        uint64_t owner = e->owner;
         *size = e->size;
-        *idx = OWNER_IDX(owner);
-        *gen = OWNER_GEN(owner);
+        owner->idx = OWNER_IDX(e->owner);
+        owner->gen = OWNER_GEN(e->owner);
         bt_delete(&any_blocks, e);
-        fold = any_apply_locked(*idx, *gen, *size, -1, gil);
-        nea_slot *s = slot_at(*idx, *gen);
+        fold = any_apply_locked(owner->idx, owner->gen, *size, -1, owner->gil);
+        nea_slot *s = slot_at(owner->idx, owner->gen);
         found = s != NULL && s->state == NEA_SLOT_OPEN; /* a closed owner keeps nothing */
     }
     nea_any_unlock();
@@ -1352,9 +1354,8 @@ int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen)
 void nea_any_forget(void *p)
 {
     size_t size;
-    uint32_t idx;
-    uint64_t gen;
-    (void)nea_any_detach(p, &size, &idx, &gen);
+    nea_any_owner_t owner;
+    (void)nea_any_detach(p, &size, &owner);
 }
 
 /* Only every NEA_SHRINK_CLOSES closes: a server whose requests each parse a large document

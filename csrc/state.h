@@ -47,14 +47,19 @@ void nea_foreign_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HI
 void nea_foreign_forget(void *p) NEA_HIDDEN;
 
 /* Charging C libraries' malloc blocks (clibs.c), from any thread, with or without the GIL
- * (meter.c, "C libraries' blocks"). owner: 1 and the budget of the calling thread, 0 for
- * none. record: charge a new block to (idx, gen) (-1: the table cannot grow). forget: un-
+ * (meter.c, "C libraries' blocks"). owner: 1 and the budget of the calling thread (and
+ * whether it holds the GIL, asked once per call), 0 for none. record: charge a new block to (idx, gen) (-1: the table cannot grow). forget: un-
  * charge a block about to be freed. detach: like forget, returning 1 and the block's size
  * and owner when it was recorded and its owner is still open. */
-int nea_any_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
-int nea_any_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HIDDEN;
+typedef struct {
+    uint32_t idx;             /* the budget charged */
+    uint64_t gen;
+    int gil;                  /* the calling thread holds the GIL */
+} nea_any_owner_t;
+int nea_any_owner(nea_any_owner_t *owner) NEA_HIDDEN;
+int nea_any_record(void *p, size_t size, const nea_any_owner_t *owner) NEA_HIDDEN;
 void nea_any_forget(void *p) NEA_HIDDEN;
-int nea_any_detach(void *p, size_t *size, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+int nea_any_detach(void *p, size_t *size, nea_any_owner_t *owner) NEA_HIDDEN;
 /* Set while numpy.c calls numpy's own allocator: the wrapped malloc underneath forwards
  * uncharged (the block is charged once, by numpy.c). */
 extern __thread int nea_any_busy NEA_HIDDEN;
