@@ -50,9 +50,14 @@ def test_with_the_region_off_nothing_comes_from_it(native_table: str) -> None:
 
 
 def test_a_slot_with_nothing_live_is_reset_at_once(native_region: str) -> None:
+    from nea import _meter
+
     gc.collect()
     before = _region.info()
     with budget("16MiB") as b:
+        held = [s for s in _meter.region_slots() if s["held"]]
+        pinned = held[0]["pinned"] if len(held) == 1 else None
+        del held
         data = [str(i) * 10 for i in range(10_000)]
         del data
         live = b.live
@@ -60,7 +65,9 @@ def test_a_slot_with_nothing_live_is_reset_at_once(native_region: str) -> None:
     assert after["fast_resets"] + after["scan_resets"] == (
         before["fast_resets"] + before["scan_resets"] + 1
     )
-    if live == 0:
+    # (the slot just freed is reused despite a few pins that earlier tests left: those
+    # need the scan)
+    if live == 0 and pinned == 0:
         assert after["fast_resets"] == before["fast_resets"] + 1
 
 
