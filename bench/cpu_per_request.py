@@ -5,7 +5,9 @@ a checkout of an earlier commit in its own venv) and extra nea options. For ever
 round, the variants run one after the other (rotating who goes first), each under
 ``wrk -t1 -c64`` for ``--duration`` seconds; the server's CPU time (utime + stime from
 /proc) over the run divided by the requests wrk completed is its CPU per request. Printed:
-the median over ``--rounds`` rounds per variant and its ratio to the first variant.
+the median over ``--rounds`` rounds per variant, its ratio to the first variant's median,
+and the median of the ratios within each round (the variants of a round run back to back,
+so a slow spell of the shared machine tends to hit both sides of a same-round ratio).
 
     python bench/cpu_per_request.py \\
         --variant "off=.venv/bin/python:--meter off" \\
@@ -97,12 +99,20 @@ def main() -> None:
             order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
             for label, python, extra in order:
                 samples[label].append(run_once(wrk, python, extra, row, args))
-        first = statistics.median(samples[variants[0][0]])
-        print(f"{row}: CPU µs per request at {args.connections} connections (median)")
+        base = samples[variants[0][0]]
+        first = statistics.median(base)
+        print(
+            f"{row}: CPU µs per request at {args.connections} connections (median; its ratio"
+            " to the first variant's; the median of the same-round ratios)"
+        )
         for label, _, _ in variants:
             value = statistics.median(samples[label])
+            paired = statistics.median(v / b for v, b in zip(samples[label], base, strict=True))
             runs = ", ".join(f"{v:.1f}" for v in samples[label])
-            print(f"  {label:<12} {value:8.1f}  {value / first - 1:+7.1%}   ({runs})")
+            print(
+                f"  {label:<12} {value:8.1f}  {value / first - 1:+7.1%}  {paired - 1:+7.1%}"
+                f"   ({runs})"
+            )
 
 
 if __name__ == "__main__":
