@@ -19,6 +19,7 @@ setup(
                 "csrc/module.c",
                 "csrc/numpy.c",
                 "csrc/clibs.c",
+                "csrc/anyblocks.c",
             ],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
             optional=True,

@@ -3,7 +3,8 @@
  * Owns: the hooks on the PyMem (MEM) and PyObject (OBJ) domains, chained to the allocators
  * that were installed before them; the current-budget cache; charging. The budget slots'
  * lifecycle is slots.c (state shared through state.h); the region is region.c. The block table
- * (pointer -> owner, size) is blocks.c/blocks.h. A hook never calls Python code except
+ * (pointer -> owner, size) is blocks.c/blocks.h; C libraries' blocks, from any thread, are
+ * anyblocks.c, which reaches the lookup cache and deliveries through a door below. A hook never calls Python code except
  * under the in_hook guard (contextvar read, the refusal's frame walk), and the tables
  * never allocate through the hooked domains (libc calloc/realloc/free only), so a hook
  * never re-enters a table operation.
@@ -28,12 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#if defined(__GNUC__) || defined(__clang__)
-#define NEA_TLS __thread __attribute__((tls_model("initial-exec")))
-#else
-#define NEA_TLS _Thread_local
-#endif
 
 /* The thread state, through a pointer of our own: one indirect call instead of a call to
  * the PLT stub and its jump (CPython exports no inline way to read it). Not static, so
@@ -494,7 +489,7 @@ static int deliver(void *Py_UNUSED(arg))
             s->owe_above = s->live + NEA_REDELIVER_BYTES;
             if (!deliver_to_thread(thread, i, gen)) {
                 /* Declined: still owed to that thread; its next allocation past the limit
-                 * (or a C library's, see any_apply_locked) arms the call again. */
+                 * (or a C library's, see anyblocks.c) arms the call again. */
                 s = slot_at(i, gen);
                 if (s != NULL && s->state == NEA_SLOT_OPEN) {
                     s->owed = 1;
@@ -1163,245 +1158,8 @@ void nea_foreign_forget(void *p)
     }
 }
 
-/* ---- C libraries' blocks, from any thread -------------------------------------------
- *
- * clibs.c reports the malloc blocks of C libraries (Pillow, lxml, sqlite3, OpenSSL, ...).
- * Those calls come with or without the GIL, from the request's own threads or from threads
- * nobody started in Python, and from inside the libraries' own locks. So this side never
- * runs Python and never waits for the GIL; its state (the table of C-library blocks and the
- * slots' pending fields) is guarded by any_lock, which slots.c also holds while a slot
- * opens, closes or the slot array moves.
- *
- * Whose block: the budget current in the calling thread. With the GIL that is the usual
- * lookup. Without it, the thread's own lookup cache, when it still describes the thread's
- * context: a thread's context changes only while that thread holds the GIL, and a context
- * runs in one thread at a time, so the cache is as right as it was when the thread let the
- * GIL go. Anything else (a thread with no Python state, a context never looked up) is
- * charged to no budget, never to a wrong one: the slot is checked against its generation
- * under the lock.
- *
- * Charging: with the GIL, into `live` at once; without it, into the slot's `pending`,
- * which the GIL side folds into `live` (at close, in reports, and from a pending call
- * queued once pending passes NEA_FOLD_BYTES). A crossing of the limit is recorded
- * (`crossed_*`) and the same pending call trips the budget and owes the delivery to the
- * allocating thread: Python runs only there, at a bytecode boundary, never inside a
- * library's malloc. C libraries' blocks are never refused: a library handed NULL may abort
- * the process (glib does), so they trip and the exception stops the request at its next
- * safe point.
- *
- * Reads of `live`, `limit` and `owe_above` without the GIL race with the GIL side's plain
- * stores; they are single aligned words, read as relaxed atomics, and only decide when to
- * trip a little earlier or later. */
-
-#define NEA_FOLD_BYTES ((ptrdiff_t)256 << 10)
-
-static pthread_mutex_t any_lock = PTHREAD_MUTEX_INITIALIZER;
-static block_table any_blocks = {.window = NEA_C_WINDOW_BITS}; /* any_lock */
-static int fold_armed;         /* atomic: the fold call is queued */
-NEA_TLS int nea_any_busy;
-
-void nea_any_lock(void) { pthread_mutex_lock(&any_lock); }
-void nea_any_unlock(void) { pthread_mutex_unlock(&any_lock); }
-
-void nea_any_table_size(size_t *count, size_t *cap)
-{
-    nea_any_lock();
-    *count = any_blocks.count;
-    *cap = any_blocks.cap;
-    nea_any_unlock();
-}
-
-static void any_atfork_child(void) { pthread_mutex_init(&any_lock, NULL); }
-
-int nea_any_owner(nea_any_owner_t *owner)
-{
-    if (nea_any_busy || __atomic_load_n(&M.open_count, __ATOMIC_RELAXED) == 0 ||
-        __atomic_load_n(&M.disabled, __ATOMIC_RELAXED))
-        return 0;
-    owner->gil = PyGILState_Check();
-    if (owner->gil) {
-        if (in_hook)
-            return 0;
-        nea_slot *s = current_slot(&owner->idx, &owner->gen);
-        return s != NULL && s != &fail_closed_slot;
-    }
-    PyThreadState *ts = PyGILState_GetThisThreadState();
-    if (ts == NULL || ts->context == NULL || ts->context != cache.ctx ||
-        ts->context_ver != cache.ver || cache.idx == NEA_NO_SLOT)
-        return 0;
-    owner->idx = cache.idx;
-    owner->gen = cache.gen;
-    return 1;
-}
-
-static int fold_call(void *arg);
-
-/* Queue the fold call (once until it runs); wake the main thread's loop if it may sleep. */
-static void arm_fold(void)
-{
-    /* a plain read first: a long C call without the GIL asks on every block once it has
-     * much pending, and the call cannot run before the thread returns */
-    if (__atomic_load_n(&fold_armed, __ATOMIC_RELAXED) ||
-        __atomic_load_n(&M.disabled, __ATOMIC_RELAXED) ||
-        __atomic_exchange_n(&fold_armed, 1, __ATOMIC_ACQ_REL))
-        return;
-    if (Py_AddPendingCall(fold_call, NULL) != 0) {
-        __atomic_store_n(&fold_armed, 0, __ATOMIC_RELEASE); /* the queue is full: next time */
-        return;
-    }
-    wake_loop();
-}
-
-/* Charge (sign 1) or un-charge (-1) `size` to (idx, gen)'s open budgets; any_lock held.
- * Returns 1 when the fold call must run (a crossing, or much pending). */
-static int any_apply_locked(uint32_t idx, uint64_t gen, size_t size, int sign, int gil)
-{
-    int fold = 0;
-    for (nea_slot *t = slot_at(idx, gen); t != NULL; t = slot_parent(t)) {
-        if (t->state != NEA_SLOT_OPEN)
-            continue;
-        if (gil) {
-            if (sign > 0) {
-                t->live += size;
-                if (t->live > t->peak)
-                    t->peak = t->live;
-                t->allocations++;
-            }
-            else {
-                t->live = t->live >= size ? t->live - size : 0;
-            }
-        }
-        else {
-            t->pending += sign * (ptrdiff_t)size;
-            t->pending_allocations += sign > 0;
-            if (t->pending >= NEA_FOLD_BYTES || t->pending <= -NEA_FOLD_BYTES)
-                fold = 1;
-        }
-        if (sign < 0)
-            continue;
-        if (__atomic_load_n(&t->owed, __ATOMIC_RELAXED))
-            fold = 1; /* a declined delivery: try again at the next safe point */
-        size_t live = __atomic_load_n(&t->live, __ATOMIC_RELAXED);
-        size_t owed_back = t->pending < 0 ? (size_t)-t->pending : 0;
-        size_t used = t->pending >= 0 ? live + (size_t)t->pending
-                                      : live - (live < owed_back ? live : owed_back);
-        if (!gil && used > t->pending_peak)
-            t->pending_peak = used;
-        if (t->crossed_size == 0 && used > __atomic_load_n(&t->limit, __ATOMIC_RELAXED) &&
-            used > __atomic_load_n(&t->owe_above, __ATOMIC_RELAXED)) {
-            t->crossed_size = size != 0 ? size : 1;
-            t->crossed_thread = PyThread_get_thread_ident();
-            if (gil)
-                nea_any_fold_locked(t); /* trips it now: the fold call adds the site */
-            fold = 1;
-        }
-    }
-    return fold;
-}
-
-int nea_any_record(void *p, size_t size, const nea_any_owner_t *owner)
-{
-    uint32_t idx = owner->idx;
-    uint64_t gen = owner->gen;
-    int gil = owner->gil, fold = 0;
-    nea_any_lock();
-    nea_slot *s = slot_at(idx, gen);
-    if (s == NULL || s->state != NEA_SLOT_OPEN) { /* closed since the lookup */
-        nea_any_unlock();
-        return 0;
-    }
-    if (bt_reserve(&any_blocks) < 0) {
-        nea_any_unlock();
-        return -1;
-    }
-    int existed;
-    block_entry *e = bt_slot_for(&any_blocks, (uintptr_t)p, &existed);
-    if (NEA_UNLIKELY(existed)) /* freed behind our back (by code that is not patched) */
-        fold |= any_apply_locked(OWNER_IDX(e->owner), OWNER_GEN(e->owner), e->size, -1, gil);
-    e->ptr = (uintptr_t)p;
-    e->size = size;
-    e->owner = OWNER(idx, gen);
-    fold |= any_apply_locked(idx, gen, size, 1, gil);
-    nea_any_unlock();
-    if (fold)
-        arm_fold();
-    return 0;
-}
-
-int nea_any_detach(void *p, size_t *size, nea_any_owner_t *owner)
-{
-    if (__atomic_load_n(&any_blocks.count, __ATOMIC_RELAXED) == 0)
-        return 0;
-    int found = 0, fold = 0;
-    owner->gil = PyGILState_Check();
-    nea_any_lock();
-    block_entry *e = bt_find(&any_blocks, (uintptr_t)p);
-    if (e != NULL) {
-        *size = e->size;
-        owner->idx = OWNER_IDX(e->owner);
-        owner->gen = OWNER_GEN(e->owner);
-        bt_delete(&any_blocks, e);
-        fold = any_apply_locked(owner->idx, owner->gen, *size, -1, owner->gil);
-        nea_slot *s = slot_at(owner->idx, owner->gen);
-        found = s != NULL && s->state == NEA_SLOT_OPEN; /* a closed owner keeps nothing */
-    }
-    nea_any_unlock();
-    if (fold)
-        arm_fold();
-    return found;
-}
-
-void nea_any_forget(void *p)
-{
-    size_t size;
-    nea_any_owner_t owner;
-    (void)nea_any_detach(p, &size, &owner);
-}
-
-/* Only every NEA_SHRINK_CLOSES closes: a server whose requests each parse a large document
- * would otherwise regrow the table from its smallest size in every request (nine rehashes
- * for 800,000 blocks), and a burst's table is given back a few hundred requests later. */
-#define NEA_SHRINK_CLOSES 256u
-
-void nea_any_maybe_shrink_locked(void)
-{
-    static unsigned closes;
-    if (++closes % NEA_SHRINK_CLOSES == 0)
-        bt_maybe_shrink(&any_blocks);
-}
-
-void nea_any_fold_locked(nea_slot *t)
-{
-    if (t->pending != 0 || t->pending_peak != 0) {
-        if (t->pending >= 0)
-            t->live += (size_t)t->pending;
-        else
-            t->live = t->live >= (size_t)-t->pending ? t->live - (size_t)-t->pending : 0;
-        if (t->pending_peak > t->peak)
-            t->peak = t->pending_peak;
-        if (t->live > t->peak)
-            t->peak = t->live;
-        t->allocations += t->pending_allocations;
-        t->pending = 0;
-        t->pending_peak = 0;
-        t->pending_allocations = 0;
-    }
-    if (t->crossed_size == 0 || t->state != NEA_SLOT_OPEN)
-        return;
-    if (!t->tripped) {
-        t->tripped = 1;
-        t->refused_size = t->crossed_size; /* the site is filled in by the fold call */
-    }
-    /* Owed even when the bytes are gone again (a C call that freed its working set before
-     * it returned): the crossing was checked against owe_above when it happened. */
-    t->owed = 1;
-    t->owe_above = SIZE_MAX;
-    t->owed_thread = t->crossed_thread;
-    t->crossed_size = 0;
-}
-
 /* The innermost Python frame of thread `ident` (new ref and *line), or NULL. */
-static PyObject *thread_site(unsigned long ident, int *line)
+PyObject *nea_meter_thread_site(unsigned long ident, int *line)
 {
     PyThreadState *ts = thread_by_ident(ident);
     PyFrameObject *frame = ts != NULL ? PyThreadState_GetFrame(ts) : NULL;
@@ -1413,50 +1171,41 @@ static PyObject *thread_site(unsigned long ident, int *line)
     return code;
 }
 
-/* The pending call for C libraries' bytes (main thread, GIL, a bytecode boundary): fold
- * every slot's pending bytes, trip the budgets a library's allocation took past their
- * limit, and queue the delivery for those that owe one. */
-static int fold_call(void *Py_UNUSED(arg))
+/* ---- the door for anyblocks.c (C libraries' blocks) -------------------------------- */
+
+int nea_meter_current_owner(uint32_t *idx, uint64_t *gen)
 {
-    __atomic_store_n(&fold_armed, 0, __ATOMIC_RELEASE);
-    if (M.disabled)
+    if (in_hook)
         return 0;
-    int owed = 0;
-    nea_any_lock();
-    for (uint32_t i = 0; i < M.slot_used; i++) {
-        nea_slot *s = &M.slots[i];
-        if (s->state != NEA_SLOT_FREE)
-            nea_any_fold_locked(s);
-        owed |= s->state == NEA_SLOT_OPEN && s->owed;
-    }
-    nea_any_unlock();
-    /* The site of a trip a library's allocation made: where its thread is now (the Python
-     * line that called into the library, or what runs after it). The slot array may move
-     * while Python runs: index, not pointer. */
+    nea_slot *s = current_slot(idx, gen);
+    return s != NULL && s != &fail_closed_slot;
+}
+
+/* Without the GIL: the thread's lookup cache, when it still describes the thread's context
+ * (see anyblocks.c); never a guess. */
+int nea_meter_cached_owner(PyThreadState *ts, uint32_t *idx, uint64_t *gen)
+{
+    if (ts == NULL || ts->context == NULL || ts->context != cache.ctx ||
+        ts->context_ver != cache.ver || cache.idx == NEA_NO_SLOT)
+        return 0;
+    *idx = cache.idx;
+    *gen = cache.gen;
+    return 1;
+}
+
+void nea_meter_wake_loop(void) { wake_loop(); }
+
+void nea_meter_arm_delivery(void) { arm_delivery(); }
+
+int nea_meter_guard(void)
+{
     int saved = in_hook;
     in_hook = 1;
-    cache.epoch = 0;
-    for (uint32_t i = 0; i < M.slot_used; i++) {
-        nea_slot *s = &M.slots[i];
-        if (s->state != NEA_SLOT_OPEN || !s->tripped || s->refused_code != NULL)
-            continue;
-        uint64_t gen = s->gen;
-        int line = 0;
-        PyObject *code = thread_site(s->owed ? s->owed_thread : PyThread_get_thread_ident(),
-                                     &line);
-        s = slot_at(i, gen);
-        if (s == NULL || s->refused_code != NULL) {
-            Py_XDECREF(code);
-            continue;
-        }
-        s->refused_code = code;
-        s->refused_line = line;
-    }
-    in_hook = saved;
-    if (owed)
-        arm_delivery();
-    return 0;
+    cache.epoch = 0; /* see in_hook */
+    return saved;
 }
+
+void nea_meter_unguard(int saved) { in_hook = saved; }
 
 /* ---- lifecycle --------------------------------------------------------------------- */
 
@@ -1568,9 +1317,7 @@ int nea_meter_install(void)
      * and a region block could then reach pymalloc's free. No region until we are
      * installed again without it (see docs/internals/region.md). */
     nea_region.allowed = !tracemalloc_tracing();
-    static int atfork_registered;
-    if (!atfork_registered && pthread_atfork(NULL, NULL, any_atfork_child) == 0)
-        atfork_registered = 1;
+    nea_any_atfork_once();
     hook_domain(PYMEM_DOMAIN_MEM, &M.mem);
     hook_domain(PYMEM_DOMAIN_OBJ, &M.obj);
     M.installed = 1;

@@ -1,11 +1,18 @@
-/* state.h: the meter's state shared by meter.c (hooks, charging) and slots.c (opening and
- * closing budgets, reports). Private to the extension; guarded by the GIL.
+/* state.h: the meter's state shared by meter.c (hooks, charging), slots.c (opening and
+ * closing budgets, reports) and anyblocks.c (C libraries' blocks). Private to the
+ * extension; guarded by the GIL unless a field says otherwise.
  */
 #ifndef NEA_STATE_H
 #define NEA_STATE_H
 
 #include "meter.h"
 #include "blocks.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NEA_TLS __thread __attribute__((tls_model("initial-exec")))
+#else
+#define NEA_TLS _Thread_local
+#endif
 
 /* Owner word of a recorded block: slot index (low 20 bits) and generation. */
 #define OWNER(idx, gen) (((uint64_t)(gen) << NEA_SLOT_BITS) | (uint64_t)(idx))
@@ -62,12 +69,28 @@ void nea_any_forget(void *p) NEA_HIDDEN;
 int nea_any_detach(void *p, size_t *size, nea_any_owner_t *owner) NEA_HIDDEN;
 /* Set while numpy.c calls numpy's own allocator: the wrapped malloc underneath forwards
  * uncharged (the block is charged once, by numpy.c). */
-extern __thread int nea_any_busy NEA_HIDDEN;
+extern NEA_TLS int nea_any_busy NEA_HIDDEN;
 /* The lock the C libraries' side takes; slots.c holds it while it opens, closes or moves
  * slots, so a thread without the GIL never charges a slot that is changing hands. */
 void nea_any_lock(void) NEA_HIDDEN;
 void nea_any_unlock(void) NEA_HIDDEN;
 void nea_any_table_size(size_t *count, size_t *cap) NEA_HIDDEN; /* C-library blocks recorded */
+/* meter.c's door for anyblocks.c. The current budget's (idx, gen) with the GIL: 1, or 0
+ * for none (also inside the meter's guard); without it, from the thread's lookup cache
+ * when that still describes `ts`'s context. */
+int nea_meter_current_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+int nea_meter_cached_owner(PyThreadState *ts, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+void nea_meter_wake_loop(void) NEA_HIDDEN;     /* wake the main thread's event loop */
+void nea_meter_arm_delivery(void) NEA_HIDDEN;  /* queue the trip-delivery call (GIL) */
+/* The innermost Python frame of thread `ident` (new ref and *line), or NULL (GIL). */
+PyObject *nea_meter_thread_site(unsigned long ident, int *line) NEA_HIDDEN;
+/* Run code that may allocate with the hooks forwarding uncharged: guard() returns what
+ * unguard() restores (GIL). */
+int nea_meter_guard(void) NEA_HIDDEN;
+void nea_meter_unguard(int saved) NEA_HIDDEN;
+/* Register anyblocks.c's fork handler (once). */
+void nea_any_atfork_once(void) NEA_HIDDEN;
+
 /* Fold the slot's pending C-library bytes into `live` (GIL and nea_any_lock held). */
 void nea_any_fold_locked(nea_slot *s) NEA_HIDDEN;
 /* Give the C libraries' table memory back after a spike (nea_any_lock held). */
