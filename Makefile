@@ -59,7 +59,7 @@ asan: setup
 	cp -r src/nea $(ASAN_DIR)/nea && rm -f $(ASAN_DIR)/nea/*.so
 	gcc -shared -fPIC -g -O1 -fno-omit-frame-pointer -fsanitize=address -Wall -Wextra -Werror \
 	    -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-	    csrc/meter.c csrc/blocks.c csrc/region.c csrc/slots.c csrc/module.c csrc/numpy.c csrc/clibs.c csrc/anyblocks.c \
+	    csrc/meter.c csrc/blocks.c csrc/region.c csrc/slots.c csrc/module.c csrc/numpy.c csrc/clibs.c csrc/anyblocks.c csrc/trips.c \
 	    -o $(ASAN_DIR)/nea/_meter$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 	env PYTHONPATH=$(ASAN_DIR) PYTHONMALLOC=malloc NEA_REQUIRE_NATIVE=1 \
 	    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \

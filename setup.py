@@ -20,6 +20,7 @@ setup(
                 "csrc/numpy.c",
                 "csrc/clibs.c",
                 "csrc/anyblocks.c",
+                "csrc/trips.c",
             ],
             extra_compile_args=["-Wall", "-Wextra", "-O2"],
             optional=True,

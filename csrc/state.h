@@ -75,7 +75,19 @@ extern NEA_TLS int nea_any_busy NEA_HIDDEN;
 void nea_any_lock(void) NEA_HIDDEN;
 void nea_any_unlock(void) NEA_HIDDEN;
 void nea_any_table_size(size_t *count, size_t *cap) NEA_HIDDEN; /* C-library blocks recorded */
-/* meter.c's door for anyblocks.c. The current budget's (idx, gen) with the GIL: 1, or 0
+/* The calling thread's state, through meter.c's pointer (one indirect call). */
+extern PyThreadState *(*nea_get_tstate)(void) NEA_HIDDEN;
+#define NEA_TSTATE() nea_get_tstate()
+
+/* trips.c: budget `t` is past its limit with `size` more: trip it (and owe a delivery when
+ * `owe`); returns the slot again, or NULL when it is gone. Past its ceiling: refuse (1) or
+ * let the event loop's own work through (0). May a sharing budget past its ceiling still
+ * take `size` (the memory plan)? (GIL) */
+nea_slot *nea_trip(nea_slot *t, size_t size, int owe) NEA_HIDDEN;
+int nea_refuse(nea_slot *t, size_t size) NEA_HIDDEN;
+int nea_within_shared_ceiling(const nea_slot *s, size_t size) NEA_HIDDEN;
+
+/* meter.c's door for trips.c and anyblocks.c. The current budget's (idx, gen) with the GIL: 1, or 0
  * for none (also inside the meter's guard); without it, from the thread's lookup cache
  * when that still describes `ts`'s context. */
 int nea_meter_current_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
