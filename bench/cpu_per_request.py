@@ -16,6 +16,8 @@ so a slow spell of the shared machine tends to hit both sides of a same-round ra
         --variant "no-clibs=.venv/bin/python:NEA_C_LIBRARIES=off"
 
 ARGS may start with ``NAME=VALUE`` words: environment variables for that server.
+``--pin 1,0`` keeps the server on CPU 1 and wrk on CPU 0 (on a shared two-CPU machine the
+scheduler otherwise moves them about, and their caches with them).
 
 All traffic goes to 127.0.0.1. Needs wrk (``apt-get install wrk``).
 """
@@ -30,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import HOST, cpu_seconds, free_port, stop, wait_until_listening
@@ -45,7 +48,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    return parser.parse_args()
+    parser.add_argument(
+        "--pin",
+        metavar="SERVER,CLIENT",
+        help="CPU numbers for the server and for wrk, e.g. 1,0 (default: the scheduler's choice)",
+    )
+    args = parser.parse_args()
+    args.cpus = _parse_pin(parser, args.pin)
+    return args
+
+
+def _parse_pin(parser: argparse.ArgumentParser, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.split(",")
+    available = os.sched_getaffinity(0)
+    if len(parts) != 2 or not all(p.isdigit() and int(p) in available for p in parts):
+        parser.error(
+            f"--pin: expected SERVER,CLIENT CPU numbers from {sorted(available)}, got {value!r}"
+        )
+    return int(parts[0]), int(parts[1])
+
+
+def _on_cpu(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps the child on one CPU (None: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.Namespace) -> float:
@@ -60,19 +89,28 @@ def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.N
     command = [python, "-m", "nea", app, "--app-dir", str(EXAMPLES), "--host", HOST]
     command += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
     command += ["--no-access-log", "--log-level", "warning", *extra]
+    server_cpu, client_cpu = args.cpus or (None, None)
     server = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=_on_cpu(server_cpu),
     )
     try:
         wait_until_listening(server, port, 30, "nea")
         url = f"http://{HOST}:{port}{path}"
-        subprocess.run([wrk, "-t1", "-c16", "-d1s", url], capture_output=True, check=True)
+        pin = _on_cpu(client_cpu)
+        subprocess.run(
+            [wrk, "-t1", "-c16", "-d1s", url], capture_output=True, check=True, preexec_fn=pin
+        )
         before = cpu_seconds(server.pid)
         out = subprocess.run(
             [wrk, "-t1", f"-c{args.connections}", f"-d{args.duration}s", url],
             capture_output=True,
             text=True,
             check=True,
+            preexec_fn=pin,
         ).stdout
         used = cpu_seconds(server.pid) - before
     finally:
