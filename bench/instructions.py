@@ -16,7 +16,8 @@ uvicorn's hello numbers move by about 3 %: its main loop wakes every 100 ms, wor
 grows with wall time, and a hello request under callgrind takes milliseconds.
 
 Rows (apps from bench/_apps.py, the ones bench/region.py and bench/meter.py serve):
-``hello`` (raw ASGI, 13 bytes) and ``json`` (Starlette ``JSONResponse``, ~18 KB).
+``hello`` (raw ASGI, 13 bytes), ``text`` (Starlette ``PlainTextResponse``, 13 bytes) and
+``json`` (Starlette ``JSONResponse``, ~18 KB).
 Columns: nea ``--meter off`` (the baseline of the nea columns), nea with budgets on the
 block table (``--region off``), nea's defaults (budgets + region); uvicorn serving the
 plain app (the baseline of the uvicorn columns) and the app wrapped in ``BudgetPerRequest``
@@ -110,6 +111,7 @@ class Column:
 
 ROWS = {
     "hello": Row("_apps:hello", "/", "_apps:hello", "_apps:metered_hello", "/", 2000),
+    "text": Row("_apps:app", "/text", "_apps:plain_text", "_apps:metered_text", "/", 1000),
     "json": Row("_apps:app", "/json", "_apps:plain", "_apps:metered", "/", 100),
 }
 COLUMNS = {
