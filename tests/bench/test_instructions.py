@@ -32,13 +32,13 @@ def test_only_picks_rows_and_columns(bench: tuple[ModuleType, ModuleType]) -> No
     instructions, _ = bench
     assert instructions._select("json,nea-off") == (["json"], ["nea-off"])
     assert instructions._select("uvicorn-budget, hello") == (["hello"], ["uvicorn-budget"])
-    assert instructions._select("nea-defaults") == (["hello", "json"], ["nea-defaults"])
+    assert instructions._select("nea-defaults") == (["hello", "text", "json"], ["nea-defaults"])
     assert instructions._select(None) == (list(instructions.ROWS), list(instructions.COLUMNS))
 
 
 def test_only_rejects_unknown_names(bench: tuple[ModuleType, ModuleType]) -> None:
     instructions, _ = bench
-    with pytest.raises(instructions.BenchError, match="unknown jsn; rows are hello, json"):
+    with pytest.raises(instructions.BenchError, match="unknown jsn; rows are hello, text, json"):
         instructions._select("jsn,nea-off")
 
 
@@ -127,3 +127,18 @@ def test_cpu_seconds_reads_this_process(bench: tuple[ModuleType, ModuleType]) ->
     before = common.cpu_seconds(os.getpid())
     sum(i * i for i in range(2_000_000))  # about 0.1 s of CPU: past a few clock ticks
     assert common.cpu_seconds(os.getpid()) > before
+
+
+def test_every_row_names_apps_that_exist(bench: tuple[ModuleType, ModuleType]) -> None:
+    instructions, _ = bench
+    sys.path.insert(0, str(BENCH))
+    try:
+        apps = importlib.import_module("_apps")
+        for name, row in instructions.ROWS.items():
+            for spec in (row.nea_app, row.uvicorn_plain, row.uvicorn_metered):
+                module, _, attribute = spec.partition(":")
+                assert module == "_apps", (name, spec)
+                assert callable(getattr(apps, attribute)), (name, spec)
+    finally:
+        sys.path.remove(str(BENCH))
+        sys.modules.pop("_apps", None)
