@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -83,3 +84,30 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+PIN_HELP = (
+    "CPU numbers for the servers and for wrk, e.g. 1,0 (default: the scheduler's choice; on a "
+    "shared two-CPU machine it moves them about, and their caches with them)"
+)
+
+
+def parse_pin(value: str | None) -> tuple[int, int] | None:
+    """``--pin SERVER,CLIENT`` as two CPU numbers this process may use; ``None`` unpinned.
+    Raises ``ValueError`` with a one-line message otherwise."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    available = os.sched_getaffinity(0)
+    if len(parts) != 2 or not all(p.isdigit() and int(p) in available for p in parts):
+        raise ValueError(
+            f"--pin: expected SERVER,CLIENT CPU numbers from {sorted(available)}, got {value!r}"
+        )
+    return int(parts[0]), int(parts[1])
+
+
+def on_cpu(cpu: int | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that keeps the child on one CPU (``None``: no pinning)."""
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})

@@ -32,10 +32,18 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from _common import HOST, cpu_seconds, free_port, stop, wait_until_listening
+from _common import (
+    HOST,
+    PIN_HELP,
+    cpu_seconds,
+    free_port,
+    on_cpu,
+    parse_pin,
+    stop,
+    wait_until_listening,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ROWS = {"hello": ("hello:app", "/"), "json": ("starlette_app:app", "/json")}
@@ -48,33 +56,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--pin",
-        metavar="SERVER,CLIENT",
-        help="CPU numbers for the server and for wrk, e.g. 1,0 (default: the scheduler's choice)",
-    )
+    parser.add_argument("--pin", metavar="SERVER,CLIENT", help=PIN_HELP)
     args = parser.parse_args()
-    args.cpus = _parse_pin(parser, args.pin)
+    try:
+        args.cpus = parse_pin(args.pin)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
-
-
-def _parse_pin(parser: argparse.ArgumentParser, value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.split(",")
-    available = os.sched_getaffinity(0)
-    if len(parts) != 2 or not all(p.isdigit() and int(p) in available for p in parts):
-        parser.error(
-            f"--pin: expected SERVER,CLIENT CPU numbers from {sorted(available)}, got {value!r}"
-        )
-    return int(parts[0]), int(parts[1])
-
-
-def _on_cpu(cpu: int | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that keeps the child on one CPU (None: no pinning)."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.Namespace) -> float:
@@ -95,12 +83,12 @@ def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.N
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
-        preexec_fn=_on_cpu(server_cpu),
+        preexec_fn=on_cpu(server_cpu),
     )
     try:
         wait_until_listening(server, port, 30, "nea")
         url = f"http://{HOST}:{port}{path}"
-        pin = _on_cpu(client_cpu)
+        pin = on_cpu(client_cpu)
         subprocess.run(
             [wrk, "-t1", "-c16", "-d1s", url], capture_output=True, check=True, preexec_fn=pin
         )

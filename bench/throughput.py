@@ -9,7 +9,7 @@ requests/second, which contention for the CPUs changes from one run to the next.
 shows the medians over ``--rounds`` rounds of both, and their ratios nea/uvicorn
 (``uvicorn/nea`` for CPU, so that above 1 means nea is ahead in both columns).
 ``--meter-off`` adds nea with ``--meter off`` as a third server: the cost of budgets in the
-same run.
+same run. ``--pin 1,0`` keeps every server on CPU 1 and wrk on CPU 0.
 
     python bench/throughput.py                      # 3 rounds, wrk -t1 -c64 -d5s
     python bench/throughput.py --rounds 1 --duration 2 --rows hello,json --meter-off
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import cpu_seconds
+from _common import PIN_HELP, cpu_seconds, on_cpu, parse_pin
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -134,7 +134,13 @@ def parse_args() -> argparse.Namespace:
         default="",
         help="extra options for nea only, e.g. '--meter off' (default: nea's defaults, budgets on)",
     )
-    return parser.parse_args()
+    parser.add_argument("--pin", metavar="SERVER,CLIENT", help=PIN_HELP)
+    args = parser.parse_args()
+    try:
+        args.cpus = parse_pin(args.pin)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def select_rows(text: str) -> list[Row]:
@@ -182,14 +188,16 @@ def measure(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            preexec_fn=on_cpu(None if args.cpus is None else args.cpus[0]),
         )
         try:
             wait_until_accepting(process, port, log_path)
             url = f"http://{HOST}:{port}{row.path}"
             script = lua_script(row, workdir)
-            run_wrk(wrk, url, script, WARMUP_SECONDS, args.connections)
+            client_cpu = None if args.cpus is None else args.cpus[1]
+            run_wrk(wrk, url, script, WARMUP_SECONDS, args.connections, client_cpu)
             before = cpu_seconds(process.pid)
-            output = run_wrk(wrk, url, script, args.duration, args.connections)
+            output = run_wrk(wrk, url, script, args.duration, args.connections, client_cpu)
             used = cpu_seconds(process.pid) - before
         finally:
             stop(process)
@@ -243,12 +251,24 @@ def lua_script(row: Row, workdir: Path) -> Path | None:
     return path
 
 
-def run_wrk(wrk: str, url: str, script: Path | None, seconds: int, connections: int) -> str:
+def run_wrk(
+    wrk: str,
+    url: str,
+    script: Path | None,
+    seconds: int,
+    connections: int,
+    cpu: int | None = None,
+) -> str:
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
     completed = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 30, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=False,
+        preexec_fn=on_cpu(cpu),
     )
     if completed.returncode != 0:
         raise SystemExit(f"wrk failed ({completed.returncode}):\n{completed.stderr}")

@@ -142,3 +142,13 @@ def test_every_row_names_apps_that_exist(bench: tuple[ModuleType, ModuleType]) -
     finally:
         sys.path.remove(str(BENCH))
         sys.modules.pop("_apps", None)
+
+
+def test_pin_takes_two_cpus_this_process_may_use(bench: tuple[ModuleType, ModuleType]) -> None:
+    _, common = bench
+    cpu = min(os.sched_getaffinity(0))
+    assert common.parse_pin(None) is None
+    assert common.parse_pin(f"{cpu},{cpu}") == (cpu, cpu)
+    for bad in ("1", "a,b", f"{cpu},{cpu},{cpu}", f"{cpu},100000"):
+        with pytest.raises(ValueError, match="--pin: expected SERVER,CLIENT CPU numbers"):
+            common.parse_pin(bad)
