@@ -8,6 +8,7 @@ import nea, so that a script can report a missing extension in its own words.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -111,3 +112,15 @@ def on_cpu(cpu: int | None) -> Callable[[], None] | None:
     if cpu is None:
         return None
     return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def parse_with_pin(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add ``--pin``, parse the command line, and set ``args.cpus`` (``parse_pin``'s answer);
+    a bad ``--pin`` exits with the parser's one-line error."""
+    parser.add_argument("--pin", metavar="SERVER,CLIENT", help=PIN_HELP)
+    args = parser.parse_args()
+    try:
+        args.cpus = parse_pin(args.pin)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args

@@ -36,11 +36,10 @@ from pathlib import Path
 
 from _common import (
     HOST,
-    PIN_HELP,
     cpu_seconds,
     free_port,
     on_cpu,
-    parse_pin,
+    parse_with_pin,
     stop,
     wait_until_listening,
 )
@@ -56,13 +55,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--pin", metavar="SERVER,CLIENT", help=PIN_HELP)
-    args = parser.parse_args()
-    try:
-        args.cpus = parse_pin(args.pin)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args
+    return parse_with_pin(parser)
 
 
 def run_once(wrk: str, python: str, extra: list[str], row: str, args: argparse.Namespace) -> float:

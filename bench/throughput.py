@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import PIN_HELP, cpu_seconds, on_cpu, parse_pin
+from _common import cpu_seconds, on_cpu, parse_with_pin
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -134,13 +134,7 @@ def parse_args() -> argparse.Namespace:
         default="",
         help="extra options for nea only, e.g. '--meter off' (default: nea's defaults, budgets on)",
     )
-    parser.add_argument("--pin", metavar="SERVER,CLIENT", help=PIN_HELP)
-    args = parser.parse_args()
-    try:
-        args.cpus = parse_pin(args.pin)
-    except ValueError as exc:
-        parser.error(str(exc))
-    return args
+    return parse_with_pin(parser)
 
 
 def select_rows(text: str) -> list[Row]:
