@@ -4,14 +4,15 @@ Servers import this module by name (``--app-dir bench`` and ``_apps:ATTRIBUTE``)
 
 - ``hello``: raw ASGI, a 13-byte text body, any path;
 - ``app``: Starlette with ``/json`` (a ~20 KB ``JSONResponse``), ``/text`` (a 13-byte
-  ``PlainTextResponse``), ``/work`` (1 MiB allocated in 1 KiB blocks and freed) and ``/hog``
-  (24 MiB: past a 16 MiB budget);
-- ``plain`` / ``plain_text``: Starlette with the same JSON / text endpoint on ``/``;
+  ``PlainTextResponse``), ``/echo`` (``POST``: the body back), ``/work`` (1 MiB allocated
+  in 1 KiB blocks and freed) and ``/hog`` (24 MiB: past a 16 MiB budget);
+- ``plain`` / ``plain_text`` / ``plain_echo``: Starlette with the same JSON / text / echo
+  endpoint on ``/``;
 - ``ws_echo``: a raw ASGI WebSocket echo (other scopes: ``hello``);
-- ``metered`` / ``metered_hello`` / ``metered_text``: ``plain`` / ``hello`` / ``plain_text``
-  with a 16 MiB ``nea.budget`` entered around every request by ``BudgetPerRequest``, a
-  pure-ASGI wrapper (the mechanism nea's own server uses), for serving metered apps from
-  other servers such as uvicorn.
+- ``metered`` / ``metered_hello`` / ``metered_text`` / ``metered_echo``: ``plain`` /
+  ``hello`` / ``plain_text`` / ``plain_echo`` with a 16 MiB ``nea.budget`` entered around
+  every request by ``BudgetPerRequest``, a pure-ASGI wrapper (the mechanism nea's own
+  server uses), for serving metered apps from other servers such as uvicorn.
 
 It imports only nea's public API and Starlette; importing nea installs no allocator hooks
 (the first budget does). It must not import the bench scripts.
@@ -68,11 +69,22 @@ async def text(request: Request) -> Response:
     return PlainTextResponse("Hello, world!")
 
 
+async def echo(request: Request) -> Response:
+    return Response(await request.body(), media_type="application/octet-stream")
+
+
 app = Starlette(
-    routes=[Route("/json", items), Route("/text", text), Route("/work", work), Route("/hog", hog)]
+    routes=[
+        Route("/json", items),
+        Route("/text", text),
+        Route("/echo", echo, methods=["POST"]),
+        Route("/work", work),
+        Route("/hog", hog),
+    ]
 )
 plain = Starlette(routes=[Route("/", items)])
 plain_text = Starlette(routes=[Route("/", text)])
+plain_echo = Starlette(routes=[Route("/", echo, methods=["POST"])])
 
 
 class BudgetPerRequest:
@@ -93,6 +105,7 @@ class BudgetPerRequest:
 metered = BudgetPerRequest(plain, BUDGET)
 metered_hello = BudgetPerRequest(hello, BUDGET)
 metered_text = BudgetPerRequest(plain_text, BUDGET)
+metered_echo = BudgetPerRequest(plain_echo, BUDGET)
 
 
 async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,8 +16,9 @@ uvicorn's hello numbers move by about 3 %: its main loop wakes every 100 ms, wor
 grows with wall time, and a hello request under callgrind takes milliseconds.
 
 Rows (apps from bench/_apps.py, the ones bench/region.py and bench/meter.py serve):
-``hello`` (raw ASGI, 13 bytes), ``text`` (Starlette ``PlainTextResponse``, 13 bytes) and
-``json`` (Starlette ``JSONResponse``, ~18 KB).
+``hello`` (raw ASGI, 13 bytes), ``text`` (Starlette ``PlainTextResponse``, 13 bytes),
+``json`` (Starlette ``JSONResponse``, ~18 KB) and ``echo`` (Starlette, a 64 KiB ``POST``
+body read with ``request.body()`` and sent back).
 Columns: nea ``--meter off`` (the baseline of the nea columns), nea with budgets on the
 block table (``--region off``), nea's defaults (budgets + region); uvicorn serving the
 plain app (the baseline of the uvicorn columns) and the app wrapped in ``BudgetPerRequest``
@@ -98,6 +99,7 @@ class Row:
     uvicorn_metered: str
     uvicorn_path: str
     requests: int  # default N: the whole run should take a few minutes
+    body: int = 0  # bytes POSTed with every request (0: GET)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,7 @@ ROWS = {
     "hello": Row("_apps:hello", "/", "_apps:hello", "_apps:metered_hello", "/", 2000),
     "text": Row("_apps:app", "/text", "_apps:plain_text", "_apps:metered_text", "/", 1000),
     "json": Row("_apps:app", "/json", "_apps:plain", "_apps:metered", "/", 100),
+    "echo": Row("_apps:app", "/echo", "_apps:plain_echo", "_apps:metered_echo", "/", 200, 65536),
 }
 COLUMNS = {
     "nea-off": Column("nea --meter off", "nea", ("--meter", "off")),
@@ -167,35 +170,39 @@ def _server(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
             _live.discard(proc)
 
 
-def _send_concurrently(port: int, path: str, n: int, connections: int) -> None:
-    """``n`` GETs from ``connections`` keep-alive connections at once (each sends its share
-    sequentially); each must be a 200."""
+def _send_concurrently(port: int, path: str, n: int, connections: int, body: int = 0) -> None:
+    """``n`` requests from ``connections`` keep-alive connections at once (each sends its
+    share sequentially); each must be a 200."""
     if connections <= 1:
-        _send_requests(port, path, n)
+        _send_requests(port, path, n, body)
         return
     shares = [n // connections + (1 if i < n % connections else 0) for i in range(connections)]
     with ThreadPoolExecutor(max_workers=connections) as clients:
-        for done in [clients.submit(_send_requests, port, path, k) for k in shares if k]:
+        for done in [clients.submit(_send_requests, port, path, k, body) for k in shares if k]:
             done.result()
 
 
-def _send_requests(port: int, path: str, n: int) -> None:
-    """``n`` sequential GETs on one keep-alive connection; each must be a 200."""
+def _send_requests(port: int, path: str, n: int, body: int = 0) -> None:
+    """``n`` sequential requests on one keep-alive connection: ``GET``, or ``POST`` of
+    ``body`` bytes when it is not 0; each must be a 200."""
+    method = "POST" if body else "GET"
+    payload = b"x" * body if body else None
+    headers = {"content-type": "application/octet-stream"} if body else {}
     conn = http.client.HTTPConnection(HOST, port, timeout=RESPONSE_TIMEOUT_S)
     try:
         for i in range(n):
-            conn.request("GET", path)
+            conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
-            body = response.read()
+            answer = response.read()
             if response.status != 200:
                 raise BenchError(
-                    f"GET {path} on port {port}: request {i + 1} got {response.status} "
-                    f"{response.reason}, expected 200 (body {body[:80]!r})"
+                    f"{method} {path} on port {port}: request {i + 1} got {response.status} "
+                    f"{response.reason}, expected 200 (body {answer[:80]!r})"
                 )
             if response.will_close:
-                raise BenchError(f"GET {path} on port {port}: the server closed keep-alive")
+                raise BenchError(f"{method} {path} on port {port}: the server closed keep-alive")
     except (OSError, http.client.HTTPException) as exc:
-        raise BenchError(f"GET {path} on port {port}: {exc!r}") from exc
+        raise BenchError(f"{method} {path} on port {port}: {exc!r}") from exc
     finally:
         conn.close()
 
@@ -268,7 +275,7 @@ def count(row: str, col: str, python: str, n: int, out: Path, load: Load) -> Cou
             raise BenchError(str(exc)) from None
         # Listening is not ready: nea binds before it imports the app. Warm-up requests, on
         # their own connection, finish start-up and the first-request work before counting.
-        _send_requests(port, path, WARMUP_REQUESTS)
+        _send_requests(port, path, WARMUP_REQUESTS, ROWS[row].body)
         on = subprocess.run(
             ["callgrind_control", "--instr=on", str(proc.pid)],
             capture_output=True,
@@ -277,7 +284,7 @@ def count(row: str, col: str, python: str, n: int, out: Path, load: Load) -> Cou
         )
         if on.returncode != 0 or "OK" not in on.stdout:
             raise BenchError(f"callgrind_control could not switch instrumentation on: {on.stdout}")
-        _send_concurrently(port, path, n, load.connections)
+        _send_concurrently(port, path, n, load.connections, ROWS[row].body)
         if proc.poll() is not None:  # e.g. it could not bind: someone else answered
             raise BenchError(f"{what} exited during the run, status {proc.returncode}")
         proc.send_signal(signal.SIGINT)
