@@ -133,16 +133,14 @@ def test_cpu_seconds_reads_this_process(bench: tuple[ModuleType, ModuleType]) ->
 
 def test_every_row_names_apps_that_exist(bench: tuple[ModuleType, ModuleType]) -> None:
     instructions, _ = bench
-    sys.path.insert(0, str(BENCH))
     try:
-        apps = importlib.import_module("_apps")
+        apps = importlib.import_module("_apps")  # bench/ is on sys.path while `bench` lives
         for name, row in instructions.ROWS.items():
             for spec in (row.nea_app, row.uvicorn_plain, row.uvicorn_metered):
                 module, _, attribute = spec.partition(":")
                 assert module == "_apps", (name, spec)
                 assert callable(getattr(apps, attribute)), (name, spec)
     finally:
-        sys.path.remove(str(BENCH))
         sys.modules.pop("_apps", None)
 
 
