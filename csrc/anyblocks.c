@@ -274,8 +274,8 @@ static int fold_call(void *Py_UNUSED(arg))
             continue;
         uint64_t gen = s->gen;
         int line = 0;
-        PyObject *code = nea_meter_thread_site(s->owed ? s->owed_thread : PyThread_get_thread_ident(),
-                                     &line);
+        unsigned long thread = s->owed ? s->owed_thread : PyThread_get_thread_ident();
+        PyObject *code = nea_meter_thread_site(thread, &line);
         s = slot_at(i, gen);
         if (s == NULL || s->refused_code != NULL) {
             Py_XDECREF(code);

@@ -53,7 +53,7 @@ extern block_table nea_blocks NEA_HIDDEN;
  * the JSON benchmark needs 1.24 probes per lookup (a multiplicative hash: 1.36, and about
  * a quarter more time in the meter, from cache misses). */
 #define NEA_WINDOW_BITS 8
-/* The C libraries' table (meter.c): glibc hands out a heap's blocks one after another, so
+/* The C libraries' table (anyblocks.c): glibc hands out a heap's blocks one after another, so
  * a 4 KiB window keeps a burst of allocations (a parser's nodes) in neighbouring slots;
  * with 256-byte windows every few blocks hit another cache line and page of a table that
  * reaches tens of megabytes (an lxml parse of 800,000 blocks: 236 ms against 175 ms, and

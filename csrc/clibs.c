@@ -4,7 +4,7 @@
  * Owns: rewriting the malloc-family entries of loaded shared objects' relocation slots
  * (GOT entries and data pointers such as libxml2's xmlMalloc) to point at wrappers here,
  * in-process, and those wrappers. The wrappers call libc's functions and report each block
- * to meter.c's door for blocks from any thread (nea_any_*), which charges it to the budget
+ * to anyblocks.c's door for blocks from any thread (nea_any_*), which charges it to the budget
  * of the thread that made it, with or without the GIL. Never calls Python and never takes
  * the GIL: a wrapper may run inside a C library holding its own locks.
  *

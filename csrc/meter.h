@@ -71,7 +71,7 @@ typedef struct {
     uint8_t tripped;
     uint8_t owed;             /* a BudgetExceeded is owed to this budget's code */
     uint8_t shares;           /* may borrow from the shared ceiling (request budgets) */
-    /* C libraries' blocks made or freed without the GIL: not yet in `live` (meter.c's
+    /* C libraries' blocks made or freed without the GIL: not yet in `live` (anyblocks.c's
      * any_lock guards these five; the GIL side folds them in). */
     ptrdiff_t pending;
     size_t pending_peak;      /* the highest live + pending since the last fold */
@@ -123,19 +123,19 @@ void nea_meter_disable(void);               /* at exit: stop charging */
 /* Set the `current` contextvar; the only way nea changes it (keeps the hook's cache
  * right). -1 with an exception. */
 int nea_meter_set_current(PyObject *value);
-/* Code objects whose frames are the event loop's dispatch (tuple); see meter.c. */
+/* Code objects whose frames are the event loop's dispatch (tuple); see trips.c. */
 int nea_meter_set_loop_frames(PyObject *codes);
 /* The ceiling a budget of `limit` bytes gets when none is given. */
 size_t nea_default_ceiling(size_t limit);
-/* Code objects of nea's budget exits, where deliveries wait (tuple); see meter.c. */
+/* Code objects of nea's budget exits, where deliveries wait (tuple); see trips.c. */
 int nea_meter_set_exit_frames(PyObject *codes);
 /* Open a budget nested in `parent` (may be NULL); -1 with MemoryError when full. */
 int nea_slot_open(size_t limit, size_t ceiling, int shares, const nea_handle *parent,
                   uint32_t *idx, uint64_t *gen);
 /* A pipe's write end the hooks write a byte to, to wake the calling thread's event loop
- * when a worker thread owes a delivery (-1: none); see meter.c. */
+ * when a worker thread owes a delivery (-1: none); see trips.c. */
 void nea_meter_set_wake_fd(int fd);
-/* The memory plan shared by all outermost budgets (0: none); see meter.c. */
+/* The memory plan shared by all outermost budgets (0: none); see trips.c. */
 void nea_meter_set_shared_ceiling(size_t bytes);
 /* Charge numpy's array data from now on (numpy.c); 1, or -1 with an exception. */
 int nea_numpy_install(void);
@@ -143,7 +143,7 @@ int nea_numpy_install(void);
  * loaded since the last call are patched; cheap when none were. 0. */
 int nea_clibs_patch(void);
 PyObject *nea_clibs_info(void); /* what clibs.c patched, for tests and debugging */
-/* The callable that builds the exception a delivery raises (see meter.c, delivery). */
+/* The callable that builds the exception a delivery raises (see trips.c). */
 int nea_meter_set_trip_factory(PyObject *factory);
 /* 0 and fills `out` when (idx, gen) is open; -1 otherwise. */
 int nea_slot_report(uint32_t idx, uint64_t gen, nea_report *out);

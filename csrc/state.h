@@ -1,6 +1,7 @@
 /* state.h: the meter's state shared by meter.c (hooks, charging), slots.c (opening and
- * closing budgets, reports) and anyblocks.c (C libraries' blocks). Private to the
- * extension; guarded by the GIL unless a field says otherwise.
+ * closing budgets, reports), trips.c (trips and their delivery) and anyblocks.c (C
+ * libraries' blocks). Private to the extension; guarded by the GIL unless a field says
+ * otherwise.
  */
 #ifndef NEA_STATE_H
 #define NEA_STATE_H
@@ -54,10 +55,11 @@ void nea_foreign_record(void *p, size_t size, uint32_t idx, uint64_t gen) NEA_HI
 void nea_foreign_forget(void *p) NEA_HIDDEN;
 
 /* Charging C libraries' malloc blocks (clibs.c), from any thread, with or without the GIL
- * (meter.c, "C libraries' blocks"). owner: 1 and the budget of the calling thread (and
- * whether it holds the GIL, asked once per call), 0 for none. record: charge a new block to (idx, gen) (-1: the table cannot grow). forget: un-
- * charge a block about to be freed. detach: like forget, returning 1 and the block's size
- * and owner when it was recorded and its owner is still open. */
+ * (anyblocks.c). owner: 1 and the budget of the calling thread (and whether it holds the
+ * GIL, asked once per call), 0 for none. record: charge a new block to (idx, gen) (-1: the
+ * table cannot grow). forget: un-charge a block about to be freed. detach: like forget,
+ * returning 1 and the block's size and owner when it was recorded and its owner is still
+ * open. */
 typedef struct {
     uint32_t idx;             /* the budget charged */
     uint64_t gen;
@@ -86,16 +88,16 @@ extern PyThreadState *(*nea_get_tstate)(void) NEA_HIDDEN;
 nea_slot *nea_trip(nea_slot *t, size_t size, int owe) NEA_HIDDEN;
 int nea_refuse(nea_slot *t, size_t size) NEA_HIDDEN;
 int nea_within_shared_ceiling(const nea_slot *s, size_t size) NEA_HIDDEN;
-
-/* meter.c's door for trips.c and anyblocks.c. The current budget's (idx, gen) with the GIL: 1, or 0
- * for none (also inside the meter's guard); without it, from the thread's lookup cache
- * when that still describes `ts`'s context. */
-int nea_meter_current_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
-int nea_meter_cached_owner(PyThreadState *ts, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
 void nea_meter_wake_loop(void) NEA_HIDDEN;     /* wake the main thread's event loop */
 void nea_meter_arm_delivery(void) NEA_HIDDEN;  /* queue the trip-delivery call (GIL) */
 /* The innermost Python frame of thread `ident` (new ref and *line), or NULL (GIL). */
 PyObject *nea_meter_thread_site(unsigned long ident, int *line) NEA_HIDDEN;
+
+/* meter.c's door for trips.c and anyblocks.c. The current budget's (idx, gen) with the
+ * GIL: 1, or 0 for none (also inside the meter's guard); without it, from the thread's
+ * lookup cache when that still describes `ts`'s context. */
+int nea_meter_current_owner(uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
+int nea_meter_cached_owner(PyThreadState *ts, uint32_t *idx, uint64_t *gen) NEA_HIDDEN;
 /* Run code that may allocate with the hooks forwarding uncharged: guard() returns what
  * unguard() restores (GIL). */
 int nea_meter_guard(void) NEA_HIDDEN;
