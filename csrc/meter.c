@@ -445,11 +445,9 @@ static NEA_INLINE void *calloc_hot(domain_hook *d, size_t nelem, size_t elsize)
 static NEA_INLINE void region_free(void *ptr)
 {
     size_t size;
-    uint64_t owner;
-    if (nea_rg_free(ptr, &owner, &size)) {
-        nea_slot *t = &M.slots[OWNER_IDX(owner)];
-        t->live = t->live >= size ? t->live - size : 0;
-    }
+    size_t *live = nea_rg_free(ptr, &size);
+    if (live != NULL)
+        *live = *live >= size ? *live - size : 0;
 }
 
 static NEA_COLD void region_free_slow(void *ptr) { region_free(ptr); }
@@ -511,11 +509,11 @@ static void *new_block(domain_hook *d, nea_slot *s, uint32_t idx, uint64_t gen, 
  * allocator, uncharged, outside any budget. */
 static void *region_realloc(domain_hook *d, void *ptr, size_t new_size)
 {
-    uint64_t owner = nea_rg_page(ptr)->owner;
+    uint64_t owner = nea_rg_holder(ptr);
     size_t old = nea_rg_size(ptr);
     uint32_t idx = OWNER_IDX(owner);
     uint64_t gen = OWNER_GEN(owner);
-    nea_slot *s = slot_at(idx, gen);
+    nea_slot *s = owner != RG_NOBODY ? slot_at(idx, gen) : NULL;
     void *p;
     if (s != NULL && s->state == NEA_SLOT_OPEN) {
         if (new_size > old && !M.disabled && !in_hook && over_limit(s, new_size - old))

@@ -321,11 +321,32 @@ void *nea_rg_alloc_moved(rg_slot *rs, size_t size)
 
 /* ---- mapping ----------------------------------------------------------------------- */
 
+/* Forget the pages and classes a slot kept for its next holder (they hold no block). */
+static void clear_classes(rg_slot *rs)
+{
+    /* Only the classes its holders used (a page was carved for each of them). */
+    for (uint64_t used = rs->used; used != 0; used &= used - 1) {
+        rg_class *k = &rs->cls[__builtin_ctzll(used)];
+        k->free = k->bump = k->limit = NULL; /* k->size stays */
+    }
+    rs->used = 0;
+}
+
+static void drop_kept(rg_slot *rs)
+{
+    if (!rs->kept)
+        return;
+    rs->kept = 0;
+    rs->top = 0;
+    rs->runs = NULL;
+    clear_classes(rs);
+}
+
 static int region_busy(void)
 {
     for (uint32_t i = 0; i < nea_region.nslots; i++) {
         rg_slot *rs = &nea_region.slots[i];
-        if (rs->held || rs->pinned != 0 || rs->top != 0)
+        if (rs->held || rs->pinned != 0 || (rs->top != 0 && !rs->kept))
             return 1;
     }
     return 0;
@@ -413,10 +434,13 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault)
     nea_region.slots = slots;
     nea_region.held = 0;
     nea_region.free_head = RG_NONE;
+    if (nea_region.next_tenancy < RG_FIRST_TENANCY)
+        nea_region.next_tenancy = RG_FIRST_TENANCY;
     for (uint32_t i = nslots; i-- > 0;) { /* slot 0 first */
         nea_rg_slot_init(&slots[i]);
         slots[i].start = base + (size_t)i * stride;
         slots[i].owner = RG_NOBODY;
+        slots[i].tenancy = nea_region.next_tenancy++;
         slots[i].next_free = nea_region.free_head;
         nea_region.free_head = i;
     }
@@ -472,9 +496,13 @@ uint32_t nea_region_acquire(uint64_t owner)
     rg_slot *rs = &nea_region.slots[r];
     *link = rs->next_free;
     rs->next_free = RG_NONE;
-    /* Blocks that escaped earlier holders may have been freed since the slot's last
-     * reset: take their pages back now rather than serve around them. */
-    if (rs->pinned == 0) {
+    /* A kept slot is served as its last holder left it. Else blocks that escaped earlier
+     * holders may have been freed since the slot's last reset: take their pages back now
+     * rather than serve around them. */
+    if (rs->kept) {
+        rs->kept = 0;
+    }
+    else if (rs->pinned == 0) {
         rs->top = 0;
         rs->runs = NULL;
     }
@@ -482,14 +510,15 @@ uint32_t nea_region_acquire(uint64_t owner)
         scan_reset(rs);
     }
     rs->held = 1;
-    rs->owner = owner;
+    rs->owner = rs->tenancy;
+    rs->holder = owner;
     nea_region.held++;
     nea_region.served++;
     return r;
 }
 
 /* Blocks of the holder outlived it (or earlier holders' still pin pages): walk the carved
- * runs, keep those with live blocks (pinned, their owner word now names a closed budget),
+ * runs, keep those with live blocks (pinned: the tenancy ends, so they match no later holder),
  * coalesce the others into the free-run list, and lower top to the last pinned run. The
  * list is in address order, so first fit carves the lowest free pages: new pages, and the
  * pins some of them get, stay low in the slot instead of pushing its top up. */
@@ -533,20 +562,27 @@ void nea_region_close(uint32_t r, size_t live)
 {
     rg_slot *rs = &nea_region.slots[r];
     if (live == 0 && rs->pinned == 0) {
-        rs->top = 0;
-        rs->runs = NULL;
+        /* Every block of the slot is free: the next holder continues the tenancy. Up to
+         * RG_WARM_TOP pages, as they are (warm class pages, nothing to carve); past that,
+         * from page 0, so one large request does not spread the next ones' small blocks
+         * over its pages. */
+        if (rs->top <= RG_WARM_TOP) {
+            rs->kept = 1;
+        }
+        else {
+            rs->top = 0;
+            rs->runs = NULL;
+            clear_classes(rs);
+        }
         nea_region.fast_resets++;
     }
     else {
+        /* The blocks left behind escaped: a new tenancy never matches their pages. */
         scan_reset(rs);
+        clear_classes(rs);
+        rs->tenancy = nea_region.next_tenancy++;
         nea_region.scan_resets++;
     }
-    /* Clear only the classes this holder used (a page was carved for each of them). */
-    for (uint64_t used = rs->used; used != 0; used &= used - 1) {
-        rg_class *k = &rs->cls[__builtin_ctzll(used)];
-        k->free = k->bump = k->limit = NULL; /* k->size stays */
-    }
-    rs->used = 0;
     rs->held = 0;
     rs->owner = RG_NOBODY;
     rs->holder_live = NULL;
@@ -561,7 +597,10 @@ size_t nea_region_release(void)
     size_t released = 0;
     for (uint32_t i = 0; i < nea_region.nslots; i++) {
         rg_slot *rs = &nea_region.slots[i];
-        if (rs->held || rs->touched <= rs->top)
+        if (rs->held)
+            continue;
+        drop_kept(rs); /* its pages hold no block */
+        if (rs->touched <= rs->top)
             continue;
         /* Pages above top hold nothing (pinned runs are all below it). */
         size_t bytes = (size_t)(rs->touched - rs->top) << RG_PAGE_SHIFT;

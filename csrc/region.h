@@ -4,12 +4,19 @@
  * the first budget). An outermost budget holds one slot while it is open; its allocations
  * are served from that slot's own small allocator: 16 KiB pages, size classes up to
  * 4 KiB (one class per page, blocks carved by bumping and recycled through a free list),
- * page runs for larger blocks. Every page run starts with a header naming the budget that
- * carved it (its owner word, as in the block table) and, for class pages, the exact
- * requested size of each block (one uint16 per 16-byte granule), so accounting stays exact.
+ * page runs for larger blocks. Every page run starts with a header naming the tenancy that
+ * carved it and, for class pages, the exact requested size of each block (one uint16 per
+ * 16-byte granule), so accounting stays exact.
+ *
+ * A tenancy is a run of holders of one slot: a holder that closes with nothing live in the
+ * slot (and no earlier holder's block pinning it) hands its pages, class free lists and
+ * tenancy to the next holder as they are, so the next request finds its class pages warm
+ * and carves none. A holder that leaves blocks behind ends the tenancy: the slot is reset
+ * and the next holder gets a new one, so those blocks (escaped, pinning their pages) never
+ * match a holder again.
  *
  * A block is recognised as a region block by an address-range check; its page header gives
- * its size and owner, so frees and resizes never touch the block table.
+ * its size and tenancy, so frees and resizes never touch the block table.
  *
  * Guarded by the GIL like the rest of the meter. Never calls Python, never allocates
  * through the hooked domains (slot bookkeeping is libc memory, the region is mmap).
@@ -45,10 +52,11 @@
 #define RG_NCLASS 56                        /* classes 1..RG_NCLASS; 0 = large run */
 #define RG_FREE_RUN 0xFFFF                  /* cls of a run on a slot's free-run list */
 #define RG_NONE UINT32_MAX
-#define RG_NOBODY UINT64_MAX                /* owner word of a slot nobody holds */
-/* hot_owner of a page that is not a class page: an owner word no holder has (slot index
- * NEA_NO_SLOT, which no budget gets) and not RG_NOBODY, so it never matches a slot's owner. */
+#define RG_NOBODY UINT64_MAX                /* owner of a slot nobody holds */
+/* hot_owner of a page that is not a class page: below every tenancy (RG_FIRST_TENANCY up)
+ * and not RG_NOBODY, so it never matches a slot's owner. */
 #define RG_NOT_SMALL UINT64_C(0xFFFFF)
+#define RG_FIRST_TENANCY (UINT64_C(1) << 32)
 
 struct rg_slot;
 
@@ -61,7 +69,7 @@ typedef struct {
 
 /* The header at the start of every page run, inside the region. */
 typedef struct rg_page {
-    uint64_t owner;           /* owner word of the budget that carved the run */
+    uint64_t owner;           /* the tenancy that carved the run */
     struct rg_page *next;     /* free-run list link */
     size_t size;              /* large run: the block's requested size */
     uint32_t slot;            /* region slot index */
@@ -70,7 +78,7 @@ typedef struct rg_page {
     uint16_t cls;             /* 0 large, 1..RG_NCLASS class, RG_FREE_RUN */
     uint16_t pad1_;
     struct rg_slot *rs;       /* &nea_region.slots[slot] (the hot paths skip the multiply) */
-    uint64_t hot_owner;       /* class page: owner; else RG_NOT_SMALL (one compare frees) */
+    uint64_t hot_owner;       /* class page: its tenancy; else RG_NOT_SMALL (one compare) */
     rg_class *k;              /* class page: &rs->cls[cls] */
     uint16_t sizes[RG_PAGE >> 4]; /* class page: requested size of the block at granule i */
 } rg_page;
@@ -79,7 +87,9 @@ _Static_assert(offsetof(rg_page, sizes) == RG_META, "page header fields must fil
 /* One slot's bookkeeping (libc memory). */
 typedef struct rg_slot {
     char *start;
-    uint64_t owner;           /* owner word of the holder while held, else RG_NOBODY */
+    uint64_t owner;           /* the tenancy while held, else RG_NOBODY */
+    uint64_t tenancy;         /* the next holder's tenancy (kept while holders leave none) */
+    uint64_t holder;          /* the holding budget's owner word (as in the block table) */
     size_t *holder_live;      /* the holder's `live` while held (meter.c keeps it right) */
     rg_page *runs;            /* free page runs below top */
     uint32_t top;             /* pages [0, top) have been carved */
@@ -89,6 +99,7 @@ typedef struct rg_slot {
     uint32_t next_free;
     uint8_t held;
     uint8_t unpinned;         /* a pinned run became free since the last walk */
+    uint8_t kept;             /* not held, and its pages and classes kept for the next holder */
     uint64_t used;            /* bit c: class c has state to clear at reset */
     rg_class cls[RG_NCLASS + 1];
     /* By (size - 1) >> 4: &cls[nea_rg_class_of[...]]. The allocation fast path finds its
@@ -109,6 +120,7 @@ typedef struct {
     int allowed;
     int release_idle;
     rg_slot *slots;
+    uint64_t next_tenancy;
     uint64_t fast_resets, scan_resets, fallbacks, served, grow_failures;
 } rg_region;
 
@@ -203,29 +215,29 @@ static NEA_INLINE size_t nea_rg_free_small(rg_page *pg, void *p)
     return size;
 }
 
-/* Free region block p: sets *owner and *size; returns 1 when the block belonged to its
- * slot's holder (an open outermost budget: un-charge it), 0 when it escaped an earlier
- * holder (nobody is credited). The holder's blocks go back to its free lists; escaped
- * blocks only unpin their run. */
-static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
+/* Free region block p and set *size; returns the holder's `live` when the block belonged to
+ * its slot's holder (an open outermost budget: un-charge it), NULL when it escaped an
+ * earlier holder (nobody is credited). The holder's blocks go back to its free lists;
+ * escaped blocks only unpin their run. */
+static NEA_INLINE size_t *nea_rg_free(void *p, size_t *size)
 {
     rg_page *pg = nea_rg_page(p);
     rg_slot *rs = pg->rs;
-    *owner = pg->owner;
+    int holders = rs->owner == pg->owner; /* RG_NOBODY never matches a page */
     if (NEA_LIKELY(pg->cls != 0)) {
-        if (NEA_LIKELY(rs->owner == *owner)) { /* RG_NOBODY never matches a page */
+        if (NEA_LIKELY(holders)) {
             *size = nea_rg_free_small(pg, p);
-            return 1;
+            return rs->holder_live;
         }
         *size = pg->sizes[((uintptr_t)p & RG_PAGE_MASK) >> 4];
     }
     else {
         *size = pg->size;
-        if (rs->owner == *owner) {
+        if (holders) {
             pg->live--;
             RG_POISON(p, pg->size);
             nea_rg_free_large(rs, pg);
-            return 1;
+            return rs->holder_live;
         }
     }
     pg->live--;
@@ -234,7 +246,15 @@ static NEA_INLINE int nea_rg_free(void *p, uint64_t *owner, size_t *size)
         rs->pinned--;
         rs->unpinned = 1;
     }
-    return 0;
+    return NULL;
+}
+
+/* The owner word of the budget that holds region block p, or RG_NOBODY when p escaped an
+ * earlier holder. */
+static NEA_INLINE uint64_t nea_rg_holder(const void *p)
+{
+    rg_page *pg = nea_rg_page(p);
+    return pg->owner == pg->rs->owner ? pg->rs->holder : RG_NOBODY;
 }
 
 /* Resize a block of the holder of its slot in place, when it stays in its class or is a
@@ -253,8 +273,9 @@ int nea_region_configure(uint32_t nslots, size_t slot_bytes, int prefault);
 /* A free slot for the budget with owner word `owner`, mapping the default region first if
  * nothing is mapped yet; RG_NONE when there is none. */
 uint32_t nea_region_acquire(uint64_t owner);
-/* The holder closed with `live` bytes still charged: reset the slot (O(1) when nothing
- * is, and no earlier holder's blocks pin pages). */
+/* The holder closed with `live` bytes still charged. With nothing live and nothing pinned
+ * the slot keeps its pages for the next holder (O(1)); else it is reset and its tenancy
+ * ends. */
 void nea_region_close(uint32_t r, size_t live);
 /* Give the pages of free, reset slots back to the OS; returns the bytes released. */
 size_t nea_region_release(void);

@@ -76,7 +76,7 @@ static int slot_open_locked(size_t limit, size_t ceiling, int shares, const nea_
             for (uint32_t r = 0; r < nea_region.nslots; r++) /* and the holders' */
                 if (nea_region.slots[r].held)
                     nea_region.slots[r].holder_live =
-                        &M.slots[OWNER_IDX(nea_region.slots[r].owner)].live;
+                        &M.slots[OWNER_IDX(nea_region.slots[r].holder)].live;
         }
         i = M.slot_used++;
         M.slots[i].gen = 0;
