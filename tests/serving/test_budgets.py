@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from typing import Any
 
 import httpx
@@ -175,6 +176,32 @@ async def test_neighbours_unaffected_by_hogs(
     assert [r.status_code for r in responses[3:]] == [200] * 24
     assert {r.text for r in responses[3:]} == {"ok 5000"}
     assert (stats.tripped, stats.served) == (3, 27)
+
+
+async def test_the_server_keeps_nothing_of_the_apps_head(native: str, backend: str) -> None:
+    # The app's header list is its memory: kept by the server once the head was written, it
+    # would outlive the request's budget (an escaped block, and the slot's reset walks its
+    # pages instead of taking the O(1) path).
+    class Headers(list[tuple[bytes, bytes]]):
+        pass
+
+    kept: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers([(b"content-type", b"text/plain")])
+        sent = weakref.ref(headers)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        del headers
+        await send({"type": "http.response.body", "body": b"ok"})
+        kept.append(sent() is not None)
+
+    async with (
+        run_server(app, http=backend) as srv,
+        httpx.AsyncClient(base_url=srv.url) as client,
+    ):
+        response = await client.get("/")
+    assert response.headers["content-type"] == "text/plain" and response.text == "ok"
+    assert kept == [False]
 
 
 @pytest.mark.parametrize("hog_path", ["/hog", "/sync-hog"])

@@ -328,9 +328,8 @@ class RequestCycle:
             # The client may still hold its body back, waiting for a 100 Continue that will
             # never come: the connection closes after this response, and the head says so.
             response.keep_alive = False
-        return response.head_and_body(
-            self._status, self._headers, state.default_headers, body, more_body
-        )
+        headers, self._headers = self._headers, ()
+        return response.head_and_body(self._status, headers, state.default_headers, body, more_body)
 
     def _fail(self, problem: str) -> NoReturn:
         """Log an app protocol violation, close the connection and raise into the app."""
