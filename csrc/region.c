@@ -321,10 +321,10 @@ void *nea_rg_alloc_moved(rg_slot *rs, size_t size)
 
 /* ---- mapping ----------------------------------------------------------------------- */
 
-/* Forget the pages and classes a slot kept for its next holder (they hold no block). */
+/* Empty the class states (free lists, bump pages) of the classes the slot's holders used
+ * (a page was carved for each of them); the other classes are empty already. */
 static void clear_classes(rg_slot *rs)
 {
-    /* Only the classes its holders used (a page was carved for each of them). */
     for (uint64_t used = rs->used; used != 0; used &= used - 1) {
         rg_class *k = &rs->cls[__builtin_ctzll(used)];
         k->free = k->bump = k->limit = NULL; /* k->size stays */
@@ -332,6 +332,7 @@ static void clear_classes(rg_slot *rs)
     rs->used = 0;
 }
 
+/* Forget the pages and classes a free slot kept for its next holder (they hold no block). */
 static void drop_kept(rg_slot *rs)
 {
     if (!rs->kept)
@@ -518,10 +519,11 @@ uint32_t nea_region_acquire(uint64_t owner)
 }
 
 /* Blocks of the holder outlived it (or earlier holders' still pin pages): walk the carved
- * runs, keep those with live blocks (pinned: the tenancy ends, so they match no later holder),
- * coalesce the others into the free-run list, and lower top to the last pinned run. The
- * list is in address order, so first fit carves the lowest free pages: new pages, and the
- * pins some of them get, stay low in the slot instead of pushing its top up. */
+ * runs, keep those with live blocks (pinned: their tenancy ends, so no later holder
+ * matches them), coalesce the others into the free-run list, and lower top to the last
+ * pinned run. The list is in address order, so first fit carves the lowest free pages:
+ * new pages, and the pins some of them get, stay low in the slot instead of pushing its
+ * top up. */
 static void scan_reset(rg_slot *rs)
 {
     rg_page *tail = NULL;            /* last free run, for coalescing */

@@ -57,6 +57,7 @@
  * and not RG_NOBODY, so it never matches a slot's owner. */
 #define RG_NOT_SMALL UINT64_C(0xFFFFF)
 #define RG_FIRST_TENANCY (UINT64_C(1) << 32)
+_Static_assert(RG_NOT_SMALL < RG_FIRST_TENANCY, "RG_NOT_SMALL must match no tenancy");
 
 struct rg_slot;
 

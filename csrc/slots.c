@@ -17,10 +17,6 @@
 
 nea_state nea_M = {.free_head = NEA_NO_SLOT};
 
-/* A page's hot_owner that must never match a holder: region.h cannot see the owner word's
- * layout, so it hard-codes the unused slot index. */
-_Static_assert(RG_NOT_SMALL == (uint64_t)NEA_NO_SLOT, "RG_NOT_SMALL must be an unused owner");
-
 size_t nea_default_ceiling(size_t limit)
 {
     size_t headroom = limit > NEA_MIN_HEADROOM ? limit : NEA_MIN_HEADROOM;
